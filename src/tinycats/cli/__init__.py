@@ -1,0 +1,48 @@
+"""The `tinycats` command line: parses, prints, and calls the layers below.
+
+User errors (`TinycatsError`) are printed as one line on stderr with exit code 2;
+anything else keeps its traceback because it is a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tinycats.cli import config_cmd, doctor
+from tinycats.errors import TinycatsError
+
+app = typer.Typer(
+    name="tinycats",
+    help="Train small image models of cats locally or on Modal, and never lose training work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("doctor")(doctor.doctor)
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        exit_code = app(standalone_mode=False)
+        if isinstance(exit_code, int):
+            sys.exit(exit_code)
+    except TinycatsError as err:
+        from tinycats.cli.common import err_console
+
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,28 @@
+"""`tinycats config show`: the resolved config for a task, as TOML or JSON."""
+
+from __future__ import annotations
+
+import typer
+
+from tinycats.cli.common import ConfigOption, JsonOption, SetOption, console, print_json
+
+app = typer.Typer(
+    help="Inspect configs: defaults, files and --set overrides, resolved.", no_args_is_help=True
+)
+
+
+@app.command("show")
+def show(
+    task: str = typer.Argument("classifier", help="classifier or dit"),
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Print the resolved config (defaults → task defaults → file → --set)."""
+    from tinycats.config import build_config
+
+    cfg = build_config(task, config, set_ or [])
+    if json_:
+        print_json(cfg.to_dict())
+    else:
+        console.print(cfg.to_toml(), highlight=False, markup=False)

@@ -1,0 +1,83 @@
+"""`tinycats doctor`: versions, device, Modal credentials and free disk, at a glance."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _device() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {
+            "device": "cuda",
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        }
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return {"device": "mps", "gpus": []}
+    return {"device": "cpu", "gpus": [], "threads": torch.get_num_threads()}
+
+
+def _modal_credentials() -> str:
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return "present (environment)"
+    if (Path.home() / ".modal.toml").exists():
+        return "present (~/.modal.toml)"
+    return "absent: run `modal token new` to use `tinycats cloud`"
+
+
+def _free_space(out: Path) -> dict[str, Any]:
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe if probe.exists() else Path.cwd())
+    return {"path": str(out.resolve()), "free_gb": round(usage.free / 1e9, 2)}
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """Everything doctor reports, as a dict (also the --json output)."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            p: _version(p)
+            for p in ("tinycats", "torch", "torchvision", "safetensors", "numpy", "pillow", "modal")
+        },
+        **_device(),
+        "modal_credentials": _modal_credentials(),
+        "out": _free_space(out),
+    }
+
+
+def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None:
+    """Report versions, device (CPU/CUDA/MPS), Modal credentials and free disk space."""
+    report = collect(out)
+    if json_:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    table.add_row("python", report["python"])
+    table.add_row("platform", report["platform"])
+    for package, version in report["versions"].items():
+        table.add_row(package, version)
+    gpus = ", ".join(report["gpus"])
+    table.add_row("device", report["device"] + (f" ({gpus})" if gpus else ""))
+    table.add_row("modal credentials", report["modal_credentials"])
+    table.add_row("output dir", f"{report['out']['path']} ({report['out']['free_gb']} GB free)")
+    console.print(table)

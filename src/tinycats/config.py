@@ -1,0 +1,337 @@
+"""Validated, serialisable configs: the one source of defaults.
+
+A run is described by one `TrainConfig`. It is built in three layers, each on top
+of the last: the defaults below (plus the per-task defaults in `TASK_DEFAULTS`), an
+optional TOML file, then repeated `--set key=value` overrides. Every value is
+validated where it is defined, so a bad value fails before any work starts, with a
+one-line `ConfigError` naming the key, the value and what is allowed.
+
+The resolved config is saved with every run (run record and checkpoint meta), and a
+resumed run is rebuilt from that saved copy, so a changed default here never
+silently changes a run already under way.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
+from tinycats.errors import ConfigError
+
+DEFAULT_OUT = "tinycats-out"
+"""Root of the local Store when neither --out nor TINYCATS_HOME is given."""
+
+OUT_ENV_VAR = "TINYCATS_HOME"
+
+MODAL_GPUS = ("T4", "L4", "A10G", "L40S", "A100", "A100-80GB", "H100")
+
+Task = Literal["classifier", "dit"]
+
+
+def default_out_dir() -> Path:
+    """The Store root: $TINYCATS_HOME if set, else ./tinycats-out."""
+    return Path(os.environ.get(OUT_ENV_VAR) or DEFAULT_OUT)
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments re-validate."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class AugmentConfig(_Section):
+    """Train-time augmentation, applied to uint8 tensors (see tinycats.data)."""
+
+    crop_scale_min: float = Field(0.35, gt=0.0, le=1.0, description="RandomResizedCrop min area")
+    hflip: bool = True
+    color_jitter: float = Field(0.1, ge=0.0, le=1.0, description="brightness/contrast/saturation")
+
+
+class DataConfig(_Section):
+    """Which images, at which resolution, split how."""
+
+    source: str = Field(
+        "synthetic", description="'synthetic', 'oxford' (download), or a folder in Oxford layout"
+    )
+    dir: str = Field("", description="where prepared shards live; empty = <out>/data")
+    image_size: int = Field(64, ge=16, le=1024, description="train/eval resolution (pixels)")
+    stored_scale: float = Field(
+        1.125, ge=1.0, le=2.0, description="shards store the shorter side at this × image_size"
+    )
+    include_other: bool = Field(False, description="add a 13th class 'other' from the dog images")
+    breeds: list[str] = Field(default_factory=list, description="subset of breeds; empty = all")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="carved from trainval, stratified")
+    synthetic_classes: int = Field(4, ge=2, le=64)
+    synthetic_per_class: int = Field(96, ge=4, le=100_000, description="train images per class")
+    num_workers: int = Field(0, ge=0, le=64)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("breeds")
+    @classmethod
+    def _known_breeds(cls, breeds: list[str]) -> list[str]:
+        allowed = (*CAT_BREEDS, OTHER_CLASS)
+        unknown = [b for b in breeds if b not in allowed]
+        if unknown:
+            raise ValueError(f"unknown breed {unknown[0]!r}; choose from {', '.join(allowed)}")
+        if len(set(breeds)) != len(breeds):
+            raise ValueError("breeds are listed twice")
+        return breeds
+
+    @property
+    def stored_size(self) -> int:
+        """Shorter side of the images kept in the shards (room for random crops)."""
+        return round(self.image_size * self.stored_scale)
+
+
+class ClassifierConfig(_Section):
+    """The breed classifier: a torchvision ResNet with a fresh head."""
+
+    arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    pretrained: str = Field(
+        "", description="'' (from scratch), 'imagenet', or a .pth/.safetensors path"
+    )
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class DiTConfig(_Section):
+    """The class-conditional Diffusion Transformer and its flow-matching objective.
+
+    `preset` picks the architecture; any of image_size..heads set to a non-zero value
+    overrides the preset's value.
+    """
+
+    preset: Literal["test", "small", "tiny"] = "test"
+    patch_size: int = Field(0, ge=0, le=64, description="0 = from preset")
+    width: int = Field(0, ge=0, le=4096, description="0 = from preset")
+    depth: int = Field(0, ge=0, le=64, description="0 = from preset")
+    heads: int = Field(0, ge=0, le=64, description="0 = from preset")
+    class_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="label dropout for CFG")
+    time_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    sample_steps: int = Field(50, ge=1, le=1000)
+    sampler: Literal["euler", "heun"] = "euler"
+    cfg_scale: float = Field(3.0, ge=0.0, le=50.0)
+
+
+class OptimConfig(_Section):
+    """Optimisation and the training loop's length."""
+
+    batch_size: int = Field(32, ge=1, le=65536)
+    max_steps: int = Field(200, ge=1, description="optimizer steps in the whole run")
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=10.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of lr")
+    grad_accum: int = Field(1, ge=1, le=1024)
+    clip_grad: float = Field(1.0, ge=0.0, description="max grad norm; 0 disables")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on CUDA if supported else fp16; off on CPU"
+    )
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 disables EMA")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at checkpoints")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> OptimConfig:
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}; "
+                "lower optim.warmup_steps"
+            )
+        return self
+
+
+class CheckpointConfig(_Section):
+    """When checkpoints are written and what counts as 'best'."""
+
+    every_steps: int = Field(50, ge=1, description="also always at the end and on preemption")
+    async_save: bool = Field(True, description="write off the training thread")
+    best_metric: str = Field("val_acc", min_length=1)
+    best_mode: Literal["min", "max"] = "max"
+
+
+class RetentionConfig(_Section):
+    """Which checkpoints survive pruning: the union of these rules (see storage.retention)."""
+
+    keep_last: int = Field(5, ge=1, description="the newest N (at least 1)")
+    keep_best: int = Field(1, ge=0, description="the best k by checkpoint.best_metric")
+    keep_every: int = Field(0, ge=0, description="every K-th step; 0 = off")
+
+
+class RetryConfig(_Section):
+    """Retry policy for cloud calls; bounds are the Modal client's own (modal.Retries)."""
+
+    max_retries: int = Field(3, ge=0, le=10)
+    backoff_coefficient: float = Field(2.0, ge=1.0, le=10.0)
+    initial_delay: float = Field(10.0, ge=0.0, le=60.0, description="seconds, 0–60")
+    max_delay: float = Field(60.0, ge=1.0, le=60.0, description="seconds, 1–60 (Modal's cap)")
+
+
+class ModalConfig(_Section):
+    """Cloud resources for `tinycats cloud ...`."""
+
+    app_name: str = "tinycats"
+    gpu: str = "T4"
+    timeout_minutes: int = Field(60, ge=1, le=24 * 60, description="per attempt")
+    cpu: float = Field(4.0, gt=0.0, le=64.0)
+    memory_mb: int = Field(16384, ge=512, le=344064)
+    data_volume: str = "tinycats-data"
+    outputs_volume: str = "tinycats-outputs"
+    volume_version: Literal[1, 2] = 1
+    memory_snapshot: bool = True
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, gpu: str) -> str:
+        name = gpu.split(":")[0]
+        if name.upper() not in {g.upper() for g in MODAL_GPUS}:
+            raise ValueError(f"unknown GPU {gpu!r}; choose one of {', '.join(MODAL_GPUS)}")
+        return gpu
+
+
+class TrainConfig(_Section):
+    """Everything a training run needs; saved, resolved, with the run."""
+
+    task: Task = "classifier"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    dit: DiTConfig = Field(default_factory=DiTConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    modal: ModalConfig = Field(default_factory=ModalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-serialisable dict of every resolved value."""
+        return self.model_dump(mode="json")
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classifier": {},
+    "dit": {
+        "data": {"image_size": 32, "stored_scale": 1.0, "augment": {"crop_scale_min": 0.8}},
+        "optim": {"lr": 3e-4, "weight_decay": 0.0, "ema_decay": 0.995, "warmup_steps": 10},
+        "checkpoint": {"best_metric": "val_loss", "best_mode": "min"},
+        # The original plan's DiT policy: 2 retries, 30 s first delay.
+        "retries": {"max_retries": 2, "initial_delay": 30.0},
+        "modal": {"gpu": "A10G"},
+    },
+}
+"""What differs between tasks; everything else comes from the field defaults above."""
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}; see `tinycats config show` for valid keys"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid config value {key}={first.get('input')!r}: {message}"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    """'optim.lr=3e-4' → (['optim', 'lr'], 0.0003); values are TOML, else plain strings."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set optim.lr=3e-4)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def _check_key_exists(path: list[str]) -> None:
+    """Name unknown keys with the valid ones, before pydantic's generic message."""
+    model: type[BaseModel] = TrainConfig
+    for depth, part in enumerate(path):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(path[:depth]) or "top level"
+            raise ConfigError(
+                f"unknown config key {'.'.join(path)!r}; valid keys at {where}: {', '.join(fields)}"
+            )
+        annotation = fields[part].annotation
+        if depth < len(path) - 1:
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                raise ConfigError(f"config key {'.'.join(path[: depth + 1])!r} has no sub-keys")
+            model = annotation
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `--set key=value` overrides to a raw (unvalidated) config dict."""
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = _parse_override(item)
+        _check_key_exists(path)
+        node = result
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return result
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; check the --config path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def build_config(
+    task: str = "classifier",
+    file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults → task defaults → `base` (a saved config) → file → overrides, validated.
+
+    Raises ConfigError with a one-line message on any invalid key or value.
+    """
+    if task not in TASK_DEFAULTS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
+    raw: dict[str, Any] = _deep_merge(TASK_DEFAULTS[task], {"task": task})
+    if base:
+        raw = _deep_merge(raw, base)
+    if file is not None:
+        from_file = read_toml(file)
+        file_task = from_file.get("task", task)
+        if file_task != task:
+            raise ConfigError(f"config file {file} is for task {file_task!r}, not {task!r}")
+        raw = _deep_merge(raw, from_file)
+    raw = apply_overrides(raw, list(overrides))
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any]) -> TrainConfig:
+    """Validate a raw dict (e.g. a config saved with a checkpoint) into a TrainConfig."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
