@@ -69,7 +69,12 @@ class DataConfig(_Section):
     breeds: list[str] = Field(default_factory=list, description="subset of breeds; empty = all")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="carved from trainval, stratified")
     synthetic_classes: int = Field(4, ge=2, le=64)
-    synthetic_per_class: int = Field(96, ge=4, le=100_000, description="train images per class")
+    synthetic_per_class: int = Field(
+        96, ge=4, le=100_000, description="trainval images per class (val carved from it)"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="seed of the prepared data (synthetic images, val carve)"
+    )
     num_workers: int = Field(0, ge=0, le=64)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -114,9 +119,16 @@ class DiTConfig(_Section):
     heads: int = Field(0, ge=0, le=64, description="0 = from preset")
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="label dropout for CFG")
     time_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    logit_normal_mean: float = Field(
+        0.0, ge=-3.0, le=3.0, description="t = sigmoid(N(mean, std)); SD3's default is 0"
+    )
+    logit_normal_std: float = Field(1.0, gt=0.0, le=3.0, description="spread of logit-normal t")
     sample_steps: int = Field(50, ge=1, le=1000)
     sampler: Literal["euler", "heun"] = "euler"
     cfg_scale: float = Field(3.0, ge=0.0, le=50.0)
+    preview_per_class: int = Field(
+        4, ge=0, le=64, description="samples per class in the grid written at each checkpoint"
+    )
 
 
 class OptimConfig(_Section):
