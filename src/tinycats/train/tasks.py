@@ -1,0 +1,186 @@
+"""What differs between the classifier and the DiT: model, loss, evaluation, previews.
+
+The engine owns everything else (devices, AMP, accumulation, EMA, checkpoints,
+resume). A task never touches the global random generators outside its training
+loss: evaluation and previews use their own seeded generators, so an extra
+evaluation (e.g. at a preemption checkpoint) cannot change the training trajectory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tinycats.config import TrainConfig
+from tinycats.models import create_model
+from tinycats.models.classifier import normalize_images
+from tinycats.models.flow import flow_matching_loss, sample, to_uint8
+from tinycats.models.grid import make_grid_image
+
+EVAL_SEED = 1234
+"""Seed of the private generator used by evaluations and previews."""
+
+
+class Task(Protocol):
+    name: str
+
+    def build_model(
+        self, config: TrainConfig, num_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """A fresh model and the JSON-able args that rebuild it."""
+        ...
+
+    def loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss for a batch of uint8 images, and extra metrics (as tensors, no sync)."""
+        ...
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device
+    ) -> dict[str, float]:
+        """Validation metrics (deterministic)."""
+        ...
+
+    def preview(
+        self, model: nn.Module, classes: list[str], device: torch.device, path: Path
+    ) -> Path | None:
+        """Write something a person can look at after a checkpoint (or nothing)."""
+        ...
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and labels of a loader, on the CPU (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for images, y in loader:
+        logits.append(model(normalize_images(images.to(device))).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+class ClassifierTask:
+    """Breed classification with label-smoothed cross-entropy."""
+
+    name = "classifier"
+
+    def __init__(self, config: TrainConfig):
+        self.label_smoothing = config.classifier.label_smoothing
+
+    def build_model(
+        self, config: TrainConfig, num_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        return create_model(self.name, config, num_classes)
+
+    def loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(normalize_images(images))  # (B, num_classes)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        return loss, {"acc": accuracy.detach()}
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device
+    ) -> dict[str, float]:
+        logits, labels = predict_logits(model, loader, device)
+        if len(labels) == 0:
+            return {}
+        return {
+            "val_loss": F.cross_entropy(logits, labels).item(),
+            "val_acc": (logits.argmax(dim=1) == labels).float().mean().item(),
+        }
+
+    def preview(
+        self, model: nn.Module, classes: list[str], device: torch.device, path: Path
+    ) -> Path | None:
+        return None
+
+
+class DiTTask:
+    """Class-conditional generation with rectified flow; previews are fixed-seed sample grids."""
+
+    name = "dit"
+
+    def __init__(self, config: TrainConfig):
+        self.dit = config.dit
+
+    def build_model(
+        self, config: TrainConfig, num_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        return create_model(self.name, config, num_classes)
+
+    def loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x1 = images.float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
+        loss = flow_matching_loss(
+            model,
+            x1,
+            labels,
+            class_dropout=self.dit.class_dropout,
+            null_class=model.null_class,
+            time_sampling=self.dit.time_sampling,
+        )
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device
+    ) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=device).manual_seed(EVAL_SEED)
+        total, count = 0.0, 0
+        for images, labels in loader:
+            x1 = images.to(device).float() / 127.5 - 1.0
+            loss = flow_matching_loss(
+                model,
+                x1,
+                labels.to(device),
+                class_dropout=0.0,
+                null_class=model.null_class,
+                time_sampling=self.dit.time_sampling,
+                generator=generator,
+            )
+            total += loss.item() * len(labels)
+            count += len(labels)
+        model.train(was_training)
+        return {"val_loss": total / count} if count else {}
+
+    @torch.no_grad()
+    def preview(
+        self, model: nn.Module, classes: list[str], device: torch.device, path: Path
+    ) -> Path | None:
+        per_class = self.dit.preview_per_class
+        if per_class == 0:
+            return None
+        labels = torch.arange(len(classes), device=device).repeat_interleave(per_class)
+        generator = torch.Generator(device=device).manual_seed(EVAL_SEED)
+        images = sample(
+            model,
+            labels,
+            steps=self.dit.sample_steps,
+            cfg_scale=self.dit.cfg_scale,
+            sampler=self.dit.sampler,
+            generator=generator,
+            image_shape=(model.args.in_channels, model.args.image_size, model.args.image_size),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_grid_image(to_uint8(images).cpu(), classes, per_class).save(path)
+        return path
+
+
+def make_task(config: TrainConfig) -> Task:
+    """The task object for `config.task`."""
+    return {"classifier": ClassifierTask, "dit": DiTTask}[config.task](config)

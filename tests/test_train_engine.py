@@ -1,0 +1,179 @@
+"""The training engine: exact resume (SIGTERM and SIGKILL), preemption, fallback, learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinycats.config import build_config
+from tinycats.storage import LocalStore, RunRegistry
+from tinycats.train import PreemptionGuard, run_training
+
+TINY = [
+    "data.image_size=32",
+    "data.synthetic_classes=4",
+    "data.synthetic_per_class=24",
+    "optim.batch_size=8",
+    "optim.warmup_steps=2",
+    "optim.lr=0.002",
+]
+
+
+def tiny_overrides(tmp_path: Path, max_steps: int, every: int) -> list[str]:
+    return [
+        *TINY,
+        f"data.dir={json.dumps(str(tmp_path / 'data'))}",
+        f"optim.max_steps={max_steps}",
+        f"checkpoint.every_steps={every}",
+    ]
+
+
+def cli(*args: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tinycats", *args, "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def train_args(run_id: str, overrides: list[str], resume: str = "auto") -> list[str]:
+    args = ["train", "classifier", "--run-id", run_id, "--resume", resume]
+    for item in overrides:
+        args += ["--set", item]
+    return args
+
+
+def final_weights(out: Path, run_id: str) -> dict[str, dict[str, torch.Tensor]]:
+    [run_dir] = (out / "checkpoints" / "classifier").glob(f"*/{run_id}")
+    latest = json.loads((run_dir / "latest.json").read_text())
+    step_dir = run_dir / Path(latest["path"]).name if "path" in latest else None
+    if step_dir is None or not step_dir.exists():
+        step_dir = max(run_dir.glob("step_*[0-9]"), key=lambda p: int(p.name[5:]))
+    return {name: load_file(step_dir / f"{name}.safetensors") for name in ("model", "ema")}
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}.{key} differs"
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def committed_step(out: Path, run_id: str) -> int:
+    for latest in (out / "checkpoints" / "classifier").glob(f"*/{run_id}/latest.json"):
+        return int(json.loads(latest.read_text())["step"])
+    return 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
+    """An uninterrupted 40-step run, trained by the CLI in a subprocess."""
+    tmp = tmp_path_factory.mktemp("reference")
+    overrides = tiny_overrides(tmp, max_steps=40, every=4)
+    proc = cli(*train_args("ref", overrides), out=tmp / "out")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return tmp, overrides, final_weights(tmp / "out", "ref")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_interrupted_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig) -> None:
+    _, overrides, expected = reference
+    out = tmp_path / "out"
+    proc = cli(*train_args("cut", overrides), out=out)
+    wait_for(lambda: committed_step(out, "cut") >= 8 or proc.poll() is not None)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    stopped_at = committed_step(out, "cut")
+    assert 8 <= stopped_at < 40, f"the signal arrived too late to test resume ({stopped_at})"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        record = RunRegistry(LocalStore(out)).get("cut")
+        assert record["status"] == "preempted"
+        verify = subprocess.run(
+            [sys.executable, "-m", "tinycats", "ckpt", "verify", "cut", "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+    resumed = cli(*train_args("cut", overrides), out=out)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert RunRegistry(LocalStore(out)).get("cut")["status"] == "completed"
+    assert_bitwise_equal(final_weights(out, "cut"), expected)
+
+
+def test_corrupt_newest_checkpoint_is_skipped_on_resume(tmp_path) -> None:
+    store = LocalStore(tmp_path / "out")
+    first = build_config("classifier", overrides=tiny_overrides(tmp_path, max_steps=8, every=4))
+    assert run_training(first, store, "r", progress=False).step == 8
+    [step8] = (tmp_path / "out" / "checkpoints" / "classifier").glob("*/r/step_00000008")
+    weights = step8 / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    longer = build_config("classifier", overrides=tiny_overrides(tmp_path, max_steps=12, every=4))
+    result = run_training(longer, store, "r", progress=False)
+    assert result.resumed_from == 4
+    assert result.step == 12 and result.status == "completed"
+
+
+def test_preemption_request_checkpoints_at_the_next_step(tmp_path) -> None:
+    store = LocalStore(tmp_path / "out")
+    config = build_config("classifier", overrides=tiny_overrides(tmp_path, max_steps=50, every=100))
+    guard = PreemptionGuard(signals=())
+    guard.request("test")  # as if SIGTERM had arrived before the first step finished
+    result = run_training(config, store, "p", guard=guard, progress=False)
+    assert result.status == "preempted" and result.step == 1
+    record = RunRegistry(store).get("p")
+    assert record["status"] == "preempted"
+    assert committed_step(tmp_path / "out", "p") == 1
+
+
+def test_second_ctrl_c_interrupts_at_once() -> None:
+    with PreemptionGuard(signals=(signal.SIGINT,)) as guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert guard.requested and guard.reason == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+
+
+def test_classifier_learns_synthetic_data(tmp_path) -> None:
+    overrides = [
+        "data.image_size=32",
+        "data.synthetic_classes=4",
+        "data.synthetic_per_class=48",
+        f"data.dir={json.dumps(str(tmp_path / 'data'))}",
+        "optim.batch_size=16",
+        "optim.max_steps=60",
+        "optim.warmup_steps=5",
+        "optim.lr=0.002",
+        "checkpoint.every_steps=60",
+    ]
+    config = build_config("classifier", overrides=overrides)
+    result = run_training(config, LocalStore(tmp_path / "out"), "learn", progress=False)
+    assert result.metrics["val_acc"] >= 0.95, result.metrics
