@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tinycats.cli import config_cmd, doctor, train
+from tinycats.cli import config_cmd, doctor, infer, train
 from tinycats.errors import TinycatsError
 
 app = typer.Typer(
@@ -23,6 +23,10 @@ app = typer.Typer(
 app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(train.app, name="train")
+app.command("eval")(infer.eval_command)
+app.command("predict")(infer.predict_command)
+app.command("sample")(infer.sample_command)
+app.add_typer(infer.export_app, name="export")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -158,27 +159,57 @@ class DiTTask:
         model.train(was_training)
         return {"val_loss": total / count} if count else {}
 
-    @torch.no_grad()
     def preview(
         self, model: nn.Module, classes: list[str], device: torch.device, path: Path
     ) -> Path | None:
-        per_class = self.dit.preview_per_class
-        if per_class == 0:
+        if self.dit.preview_per_class == 0:
             return None
-        labels = torch.arange(len(classes), device=device).repeat_interleave(per_class)
-        generator = torch.Generator(device=device).manual_seed(EVAL_SEED)
-        images = sample(
+        grid = sample_grid(
             model,
-            labels,
+            classes,
+            list(range(len(classes))),
+            per_class=self.dit.preview_per_class,
             steps=self.dit.sample_steps,
             cfg_scale=self.dit.cfg_scale,
             sampler=self.dit.sampler,
-            generator=generator,
-            image_shape=(model.args.in_channels, model.args.image_size, model.args.image_size),
+            seed=EVAL_SEED,
+            device=device,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        make_grid_image(to_uint8(images).cpu(), classes, per_class).save(path)
+        grid.save(path)
         return path
+
+
+@torch.no_grad()
+def sample_grid(
+    model: nn.Module,
+    classes: list[str],
+    class_indices: list[int],
+    *,
+    per_class: int,
+    steps: int,
+    cfg_scale: float,
+    sampler: str,
+    seed: int,
+    device: torch.device,
+) -> Image.Image:
+    """A labelled grid: one row per requested class, `per_class` samples each, fixed seed."""
+    was_training = model.training
+    model.eval()
+    labels = torch.tensor(class_indices, device=device).repeat_interleave(per_class)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images = sample(
+        model,
+        labels,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        sampler=sampler,
+        generator=generator,
+        image_shape=(model.args.in_channels, model.args.image_size, model.args.image_size),
+    )
+    model.train(was_training)
+    rows = [classes[i] for i in class_indices]
+    return make_grid_image(to_uint8(images).cpu(), rows, per_class)
 
 
 def make_task(config: TrainConfig) -> Task:

@@ -1,0 +1,152 @@
+"""Use a trained model: `eval`, `predict`, `sample` and `export onnx`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+
+RefArgument = Annotated[
+    str,
+    typer.Argument(help="A run id, or a run/step directory (best verified checkpoint is used)."),
+]
+export_app = typer.Typer(help="Export a trained model for deployment.", no_args_is_help=True)
+
+
+def _load(out: Path, ref: str, task: str):
+    from tinycats.errors import TinycatsError
+    from tinycats.storage import LocalStore
+    from tinycats.train.inference import load_trained_model
+
+    trained = load_trained_model(LocalStore(out), ref)
+    if trained.config.task != task:
+        raise TinycatsError(
+            f"{ref} is a {trained.config.task} checkpoint; this command needs a {task} one"
+        )
+    return trained
+
+
+def eval_command(
+    ref: RefArgument,
+    data: Annotated[
+        str | None, typer.Option("--data", help="synthetic | oxford | PATH (default: the run's).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Evaluate a classifier: top-1/top-3, per-class accuracy, confusion matrix (PNG + table)."""
+    from tinycats.storage import LocalStore
+    from tinycats.train.evaluation import evaluate_classifier
+
+    trained = _load(out, ref, "classifier")
+    report = evaluate_classifier(trained, LocalStore(out), data=data, split=split)
+    if json_:
+        print_json(report.to_dict())
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report.run_id} · {report.split} · {report.n} images · {report.data}")
+    table.add_column("true \\ predicted")
+    for name in report.classes:
+        table.add_column(name[:6], justify="right")
+    table.add_column("acc", justify="right")
+    for name, row in zip(report.classes, report.confusion, strict=True):
+        table.add_row(name, *map(str, row), f"{report.per_class[name]:.2f}")
+    console.print(table)
+    console.print(
+        f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights)\n"
+        f"confusion matrix: {report.confusion_png}",
+        highlight=False,
+    )
+
+
+def predict_command(
+    ref: RefArgument,
+    images: Annotated[list[Path], typer.Argument(help="Image files (any format PIL reads).")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Breeds to show per image.")] = 3,
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Top-k breeds with probabilities for each image."""
+    from tinycats.train.evaluation import predict_images
+
+    results = predict_images(_load(out, ref, "classifier"), images, top_k)
+    if json_:
+        print_json(results)
+        return
+    for result in results:
+        ranked = ", ".join(f"{t['breed']} {t['probability']:.1%}" for t in result["top"])
+        console.print(f"{result['image']}: {ranked}", highlight=False)
+
+
+def sample_command(
+    ref: RefArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path(
+        "grid.png"
+    ),
+    breed: Annotated[str, typer.Option("--breed", help="A class name, or 'all'.")] = "all",
+    n: Annotated[int, typer.Option("--n", min=1, max=64, help="Samples per class.")] = 8,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="ODE steps.")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="euler | heun")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Draw cats of a breed (or all breeds) with the DiT: a labelled grid, one row per breed."""
+    from tinycats.errors import ConfigError
+    from tinycats.train.tasks import sample_grid
+
+    trained = _load(out, ref, "dit")
+    dit = trained.config.dit
+    if breed == "all":
+        indices = list(range(len(trained.classes)))
+    elif breed in trained.classes:
+        indices = [trained.classes.index(breed)]
+    else:
+        raise ConfigError(
+            f"unknown breed {breed!r}; choose one of {', '.join(trained.classes)}, all"
+        )
+    if sampler not in (None, "euler", "heun"):
+        raise ConfigError(f"unknown sampler {sampler!r}; choose euler or heun")
+    grid = sample_grid(
+        trained.model,
+        trained.classes,
+        indices,
+        per_class=n,
+        steps=steps or dit.sample_steps,
+        cfg_scale=dit.cfg_scale if cfg is None else cfg,
+        sampler=sampler or dit.sampler,
+        seed=seed,
+        device=trained.device,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(output)
+    if json_:
+        print_json({"output": str(output), "rows": [trained.classes[i] for i in indices], "n": n})
+    else:
+        console.print(f"wrote {output} ({len(indices)} rows × {n})", highlight=False)
+
+
+@export_app.command("onnx")
+def export_onnx_command(
+    ref: RefArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")] = Path(
+        "model.onnx"
+    ),
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Export a classifier to ONNX (dynamic batch), verified against PyTorch with onnxruntime."""
+    from tinycats.models.export import export_onnx
+
+    trained = _load(out, ref, "classifier")
+    max_diff = export_onnx(trained.model.cpu(), trained.config.data.image_size, output)
+    if json_:
+        print_json({"output": str(output), "max_abs_diff": max_diff, "classes": trained.classes})
+    else:
+        console.print(f"wrote {output}; max abs diff vs PyTorch {max_diff:.2e}", highlight=False)

@@ -1,0 +1,173 @@
+"""Classifier evaluation: top-1, top-3, per-class accuracy and a confusion matrix.
+
+Results are written next to the run (reports/<run_id>/eval_<split>.json and
+confusion_<split>.png) and into the run record, then committed, so a second
+container (or a later `runs show`) sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+from torch.utils.data import DataLoader
+
+from tinycats.data import ShardDataset, prepare_dataset
+from tinycats.errors import DataError, TinycatsError
+from tinycats.storage import RunRegistry, Store
+from tinycats.storage.atomic import write_json_atomic
+from tinycats.train.engine import data_root_for
+from tinycats.train.inference import TrainedModel
+from tinycats.train.tasks import predict_logits
+
+
+@dataclass
+class EvalReport:
+    run_id: str
+    checkpoint: str
+    split: str
+    data: str
+    n: int
+    top1: float
+    top3: float
+    per_class: dict[str, float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    classes: list[str]
+    confusion_png: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[float, float, list[float], list[list[int]]]:
+    """(top-1, top-3, per-class accuracy, confusion matrix) of logits against labels."""
+    top1 = (logits.argmax(1) == labels).float().mean().item()
+    k = min(3, logits.shape[1])
+    top3 = (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels), accumulate=True)
+    totals = confusion.sum(1).clamp(min=1)
+    per_class = (confusion.diag().float() / totals).tolist()
+    return top1, top3, per_class, confusion.tolist()
+
+
+def confusion_image(confusion: list[list[int]], classes: list[str], cell: int = 28) -> Image.Image:
+    """A confusion matrix as a picture: rows are true classes, shade = row-normalised count."""
+    n = len(classes)
+    label_width = 8 + 7 * max(len(c) for c in classes)
+    size = (label_width + n * cell + 8, label_width + n * cell + 8)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for i, row in enumerate(confusion):
+        total = max(1, sum(row))
+        y = label_width + i * cell
+        draw.text((4, y + cell // 3), classes[i], fill="black")
+        for j, count in enumerate(row):
+            x = label_width + j * cell
+            shade = 255 - int(215 * count / total)
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(220, 220, 220))
+            if count:
+                draw.text((x + 4, y + cell // 3), str(count), fill="black")
+    for j, name in enumerate(classes):
+        # Column labels, written vertically: render horizontally then rotate.
+        text = Image.new("RGB", (label_width, cell), "white")
+        ImageDraw.Draw(text).text((4, cell // 3), name, fill="black")
+        image.paste(text.rotate(90, expand=True), (label_width + j * cell, 0))
+    return image
+
+
+def evaluate_classifier(
+    trained: TrainedModel, store: Store, *, data: str | None = None, split: str = "test"
+) -> EvalReport:
+    """Evaluate on a prepared dataset (the run's own, or `data`: synthetic|oxford|PATH)."""
+    data_config = trained.config.data.model_copy(update={"source": data} if data else {})
+    prepared = prepare_dataset(data_config, data_root_for(trained.config, store))
+    dataset = ShardDataset(
+        prepared, split, data_config.image_size, train=False, breeds=trained.classes
+    )
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
+    loader = DataLoader(dataset, batch_size=64, shuffle=False)
+    logits, labels = predict_logits(trained.model, loader, trained.device)
+    top1, top3, per_class, confusion = classification_metrics(logits, labels, len(trained.classes))
+
+    report_dir = store.root / "reports" / trained.run_id
+    report_dir.mkdir(parents=True, exist_ok=True)
+    png = report_dir / f"confusion_{split}.png"
+    confusion_image(confusion, trained.classes).save(png)
+    report = EvalReport(
+        run_id=trained.run_id,
+        checkpoint=str(trained.info.path),
+        split=split,
+        data=data_config.source,
+        n=len(labels),
+        top1=top1,
+        top3=top3,
+        per_class=dict(zip(trained.classes, per_class, strict=True)),
+        confusion=confusion,
+        classes=trained.classes,
+        confusion_png=str(png),
+    )
+    write_json_atomic(report_dir / f"eval_{split}.json", report.to_dict())
+    registry = RunRegistry(store)
+    try:
+        record = registry.get(trained.run_id)
+    except TinycatsError:  # a checkpoint copied here without its run record: report only
+        record = None
+    if record is not None:
+        result = {"top1": top1, "top3": top3, "n": len(labels), "data": data_config.source}
+        registry.update(trained.run_id, eval={**(record.get("eval") or {}), split: result})
+    store.commit()
+    return report
+
+
+def load_image_uint8(path: Path, image_size: int) -> torch.Tensor:
+    """Any image PIL reads → (3, S, S) uint8: RGB, shorter side to S, centre crop (eval transform)."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image {path} not found; check the path") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(
+            f"cannot read image {path} ({err}); pass a JPEG, PNG or WebP file"
+        ) from None
+    scale = image_size / min(rgb.size)
+    resized = rgb.resize(
+        (max(image_size, round(rgb.width * scale)), max(image_size, round(rgb.height * scale))),
+        Image.Resampling.BILINEAR,
+    )
+    left, top = (resized.width - image_size) // 2, (resized.height - image_size) // 2
+    crop = resized.crop((left, top, left + image_size, top + image_size))
+    return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)  # (3, S, S)
+
+
+@torch.no_grad()
+def predict_images(
+    trained: TrainedModel, paths: list[Path], top_k: int = 3
+) -> list[dict[str, Any]]:
+    """Top-k breeds with probabilities for each image."""
+    from tinycats.models.classifier import normalize_images
+
+    size = trained.config.data.image_size
+    batch = torch.stack([load_image_uint8(p, size) for p in paths]).to(trained.device)
+    probs = trained.model(normalize_images(batch)).float().softmax(dim=1).cpu()
+    k = min(top_k, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    return [
+        {
+            "image": str(path),
+            "top": [
+                {"breed": trained.classes[i], "probability": round(v, 4)}
+                for v, i in zip(vals.tolist(), idx.tolist(), strict=True)
+            ],
+        }
+        for path, vals, idx in zip(paths, values, indices, strict=True)
+    ]
