@@ -1,0 +1,87 @@
+"""Atomic, durable file writes: the one way anything under the Store root is written.
+
+A reader (or a process restarted after a crash) must only ever see a file's old
+content or its complete new content, never a torn mix. So every write goes to a
+temporary file in the same directory (the same filesystem, so the rename is
+atomic), is fsynced, then `os.replace`d into place, and the directory itself is
+fsynced so the new name survives a power loss too.
+
+A full disk is the one OS error a user can fix; it becomes a one-line
+`StorageError` and the temporary file is removed, leaving the old content intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tinycats.errors import StorageError
+
+TMP_MARK = ".tmp-"
+"""Infix of every temporary name; anything containing it is unfinished work."""
+
+
+def tmp_name(path: Path) -> Path:
+    """A unique sibling of `path` for writing before the atomic rename."""
+    return path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (new, renamed, removed names) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def disk_full_as_storage_error(path: Path) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT into the user-facing StorageError naming `path` and the fix."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(
+                f"no space left on device writing {path}; free space or use --out elsewhere"
+            ) from None
+        raise
+
+
+def write_file_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write `data` to a new file at `path` and fsync it (no rename: callers own atomicity)."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably (tmp + fsync + os.replace + fsync dir)."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    with disk_full_as_storage_error(path):
+        try:
+            write_file_synced(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as indented JSON, atomically and durably."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file written by `write_json_atomic`."""
+    return json.loads(Path(path).read_bytes())
