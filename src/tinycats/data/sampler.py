@@ -1,0 +1,71 @@
+"""A sampler whose place inside an epoch can be saved and restored, for exact resume.
+
+The epoch's order is a permutation that depends only on (seed, epoch). Its position
+counts what the training loop has CONSUMED, not what `__iter__` has yielded: a
+DataLoader prefetches several batches ahead, so "yielded" runs ahead of the step that
+is being checkpointed. The engine calls `mark_consumed(batch_size)` after each batch it
+trained on (or `load_state_dict` with position = batches_consumed × batch_size), and a
+checkpoint's `state_dict()` then names exactly the samples still to come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from tinycats.data.dataset import sample_seed
+
+
+class ResumableSampler(torch.utils.data.Sampler[int]):
+    """Shuffled (or sequential) indices 0..num_samples-1, resumable mid-epoch.
+
+    `__iter__` yields the current epoch's permutation from `position` onwards; it does
+    not move `position` itself (see the module docstring). `set_epoch(e)` with a new
+    epoch starts it at position 0; with the current epoch (e.g. right after
+    `load_state_dict`) it keeps the restored position.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True) -> None:
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
+        self.epoch, self.position = 0, 0
+        self._start = 0  # position when the current __iter__ began (for __len__)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The full order of `epoch`: a function of (seed, epoch) only."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+        return torch.randperm(self.num_samples, generator=gen)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.position, self._start = epoch, 0, 0
+
+    def mark_consumed(self, n: int) -> None:
+        """Record that the training loop has used n more samples of this epoch."""
+        if n < 0 or self.position + n > self.num_samples:
+            raise ValueError(
+                f"mark_consumed({n}) at position {self.position} exceeds the epoch's {self.num_samples} samples"
+            )
+        self.position += n
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at `state["position"]` of `state["epoch"]`'s permutation on the next __iter__."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if not 0 <= position <= self.num_samples:
+            raise ValueError(f"position {position} is outside 0..{self.num_samples}")
+        self.epoch, self.position, self._start = epoch, position, position
+
+    def __iter__(self) -> Iterator[int]:
+        self._start = self.position  # set now, not at the first next(), so len() agrees
+        return iter(self.permutation(self.epoch)[self._start :].tolist())
+
+    def __len__(self) -> int:
+        """Indices the current (or next) iteration yields: the rest of the epoch."""
+        return self.num_samples - self._start
