@@ -109,7 +109,7 @@ def unpatchify(tokens: Tensor, p: int, c: int, h: int, w: int) -> Tensor:
     """(B, T, p*p*c) → (B, c, h, w), the inverse of `patchify`; h, w are in pixels."""
     B, T, D = tokens.shape
     gh, gw = h // p, w // p
-    assert T == gh * gw and p * p * c == D, (
+    assert gh * gw == T and p * p * c == D, (
         f"tokens {tuple(tokens.shape)} do not fit an image of {c}x{h}x{w} with patch {p}"
     )
     x = tokens.reshape(B, gh, gw, p, p, c)
@@ -275,7 +275,7 @@ class TinyDiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         a = self.args
         B, C, H, W = x.shape
-        assert (C, H, W) == (a.in_channels, a.image_size, a.image_size), (
+        assert (a.in_channels, a.image_size, a.image_size) == (C, H, W), (
             f"input {tuple(x.shape)} does not match the model's "
             f"{a.in_channels}x{a.image_size}x{a.image_size}"
         )

@@ -8,6 +8,7 @@ returns "logits" (batch, num_classes).
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,17 +43,21 @@ def export_onnx(model: nn.Module, image_size: int, path: Path, *, opset: int = 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(2, 3, image_size, image_size)
-    # The TorchScript exporter: dynamic_axes is exact for CNNs and needs no onnxscript.
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    # The TorchScript exporter, on purpose: for a CNN it writes ONE self-contained file at
+    # the requested opset, where the torch.export-based one (torch >= 2.9 default) splits
+    # weights into a .data file and fails to down-convert to opset 17 (torch 2.14).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
     onnx.checker.check_model(str(path))
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -1,0 +1,99 @@
+"""The uniform factory (create_model / model_from_args) and the labelled sample grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinycats.config import build_config
+from tinycats.errors import CheckpointError, ConfigError
+from tinycats.models import create_model, model_from_args
+from tinycats.models.dit import TinyDiT
+from tinycats.models.grid import PAD, make_grid_image
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides"),
+    [
+        ("classifier", ["classifier.arch='resnet34'"]),
+        ("dit", ["dit.depth=2", "dit.width=64", "data.image_size=16"]),
+    ],
+)
+def test_model_from_args_rebuilds_the_same_structure(task: str, overrides: list[str]) -> None:
+    config = build_config(task, overrides=overrides)
+    model, args = create_model(task, config, 13)
+    restored_args = json.loads(json.dumps(args))  # as read back from a checkpoint
+    rebuilt = model_from_args(task, restored_args)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert type(rebuilt) is type(model)
+    for (name, a), b in zip(model.state_dict().items(), rebuilt.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_dit_args_follow_config_and_data() -> None:
+    config = build_config("dit", overrides=["dit.preset='small'", "data.image_size=64"])
+    model, args = create_model("dit", config, 12)
+    assert isinstance(model, TinyDiT)
+    assert args == {
+        "image_size": 64,
+        "patch_size": 8,
+        "width": 192,
+        "depth": 6,
+        "heads": 6,
+        "num_classes": 12,
+        "in_channels": 3,
+        "mlp_ratio": 4.0,
+    }
+
+
+def test_classifier_args_do_not_carry_pretrained() -> None:
+    config = build_config("classifier")
+    _, args = create_model("classifier", config, 12)
+    assert args == {"arch": "resnet18", "num_classes": 12}
+
+
+def test_unknown_task_and_bad_model_args() -> None:
+    with pytest.raises(ConfigError, match="unknown task 'gan'"):
+        create_model("gan", build_config("classifier"), 12)
+    with pytest.raises(CheckpointError, match=r"missing \['heads'\], unknown \['headz'\]"):
+        model_from_args(
+            "dit",
+            {
+                "image_size": 16,
+                "patch_size": 4,
+                "width": 32,
+                "depth": 1,
+                "headz": 4,
+                "num_classes": 2,
+            },
+        )
+
+
+def test_grid_size_and_labels() -> None:
+    rows = ["Bengal", "Sphynx"]
+    images = torch.zeros(2 * 3, 3, 16, 16, dtype=torch.uint8)
+    images[3:] = 255  # the second row is white, the first black
+    grid = make_grid_image(images, rows, ncols=3)
+    width, height = grid.size
+    assert height == 2 * (16 + PAD) + PAD
+    label_width = width - (3 * (16 + PAD) + PAD)
+    assert label_width > 20  # room for the names
+    # cells land where expected: first row black, second row white
+    assert grid.getpixel((label_width + PAD + 1, PAD + 1)) == (0, 0, 0)
+    assert grid.getpixel((width - PAD - 2, height - PAD - 2)) == (255, 255, 255)
+    # the label column holds dark text pixels in each row, on white
+    for r in range(2):
+        top = PAD + r * (16 + PAD)
+        label = grid.crop((0, top, label_width, top + 16))
+        assert np.asarray(label).min() < 128
+
+
+def test_longer_labels_widen_the_grid() -> None:
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    short = make_grid_image(images, ["a"], ncols=2)
+    long = make_grid_image(images, ["British_Shorthair"], ncols=2)
+    assert long.size[0] > short.size[0]
+    assert long.size[1] == short.size[1]
