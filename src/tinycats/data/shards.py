@@ -88,8 +88,13 @@ class Manifest:
         splits = [split] if split else list(self.counts)
         return sum(sum(self.counts[s].values()) for s in splits)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, labels: bool = True) -> dict[str, Any]:
+        """JSON-ready dict; labels=False drops the per-image labels and names (for display)."""
+        raw = asdict(self)
+        if not labels:
+            for shard in raw["shards"]:
+                del shard["labels"], shard["names"]
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:

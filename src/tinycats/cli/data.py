@@ -1,0 +1,137 @@
+"""`tinycats data prepare | info`: build the packed dataset once, then look inside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    ConfigOption,
+    JsonOption,
+    OutOption,
+    SetOption,
+    console,
+    err_console,
+    print_json,
+)
+
+app = typer.Typer(
+    help="Prepare datasets (download, verify, pack into shards) and inspect them.",
+    no_args_is_help=True,
+)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Where prepared datasets live. Default: data.dir, else <out>/data."
+    ),
+]
+
+
+@app.command("prepare")
+def prepare(
+    source: Annotated[
+        str | None, typer.Option("--source", help="synthetic | oxford | PATH (Oxford layout).")
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option("--size", help="Train image size; shards store it × data.stored_scale."),
+    ] = None,
+    include_other: Annotated[
+        bool, typer.Option("--include-other", help="Add a 13th class 'other' from the dog images.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    out: OutOption = DEFAULT_OUT_PATH,
+    task: Annotated[
+        str, typer.Option("--task", help="classifier or dit (their defaults differ).")
+    ] = "classifier",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Download/verify (oxford), decode once and pack into shards; a prepared dataset is reused."""
+    from tinycats.config import build_config
+    from tinycats.data import load_manifest, prepare_dataset, resolve_data_root
+
+    # Options become --set overrides so they are validated with the same one-line errors.
+    overrides = list(set_ or [])
+    if source is not None:
+        overrides.append(f"data.source={json.dumps(source)}")
+    if size is not None:
+        overrides.append(f"data.image_size={size}")
+    if include_other:
+        overrides.append("data.include_other=true")
+    if data_dir is not None:
+        overrides.append(f"data.dir={json.dumps(str(data_dir))}")
+    cfg = build_config(task, config, overrides).data
+    prepared = prepare_dataset(cfg, resolve_data_root(cfg, out), progress=err_console.is_terminal)
+    manifest = load_manifest(prepared)
+    if json_:
+        print_json({"path": str(prepared), **manifest.to_dict(labels=False)})
+    else:
+        _print_manifest(prepared, manifest)
+
+
+@app.command("info")
+def info(
+    dataset: Annotated[
+        str | None,
+        typer.Argument(
+            help="A prepared dir (path or name under the data dir). Default: all of them."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Print the manifest of prepared datasets: classes × splits, skips, shards, checksums."""
+    from tinycats.data import load_manifest
+    from tinycats.data.shards import MANIFEST
+    from tinycats.errors import DataError
+
+    root = data_dir if data_dir is not None else out / "data"
+    if dataset is not None:
+        path = Path(dataset)
+        dirs = [path if path.is_dir() or path.is_absolute() else root / dataset]
+    else:
+        dirs = sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
+        if not dirs:
+            raise DataError(f"no prepared datasets in {root}; run `tinycats data prepare` first")
+    manifests = [(d, load_manifest(d)) for d in dirs]
+    if json_:
+        print_json([{"path": str(d), **m.to_dict(labels=False)} for d, m in manifests])
+        return
+    for d, m in manifests:
+        _print_manifest(d, m)
+
+
+def _print_manifest(path: Path, manifest: Any) -> None:
+    from rich.table import Table
+
+    splits = list(manifest.counts)
+    table = Table(title=f"{path.name}", title_justify="left")
+    table.add_column("class")
+    for split in [*splits, "total"]:
+        table.add_column(split, justify="right")
+    for name in manifest.classes:
+        row = [manifest.counts[s][name] for s in splits]
+        table.add_row(name, *map(str, row), str(sum(row)))
+    totals = [manifest.total(s) for s in splits]
+    table.add_row("[bold]all", *(f"[bold]{n}" for n in totals), f"[bold]{sum(totals)}")
+    console.print(table)
+    size_mb = sum(s.bytes for s in manifest.shards) / 2**20
+    skipped = ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()) or "none"
+    console.print(f"path      {path}", highlight=False)
+    console.print(f"source    {manifest.source}", highlight=False)
+    console.print(
+        f"stored    {manifest.stored_size}×{manifest.stored_size} px, {len(manifest.shards)} shards, "
+        f"{size_mb:.1f} MiB, format v{manifest.version}, val {manifest.val_fraction:g}, seed {manifest.seed}",
+        highlight=False,
+    )
+    console.print(f"skipped   {skipped}", highlight=False)
+    for name, digest in manifest.source_checksums.items():
+        console.print(f"checksum  {name} {digest}", highlight=False)
