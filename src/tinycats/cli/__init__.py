@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tinycats.cli import config_cmd, doctor, infer, train
+from tinycats.cli import config_cmd, data, doctor, infer, train
 from tinycats.errors import TinycatsError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.command("eval")(infer.eval_command)
 app.command("predict")(infer.predict_command)
