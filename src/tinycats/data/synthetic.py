@@ -10,9 +10,13 @@ index), so a dataset is reproducible whatever order or thread renders it.
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tinycats.breeds import CAT_BREEDS
+from tinycats.data.oxford import CAT_SPECIES, DOG_SPECIES, AnnotationRow, write_oxford_layout
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 TEXTURES = ("plain", "stripes", "checks", "dots")
@@ -94,3 +98,33 @@ def render_synthetic(
     image = mask * colour * pattern + (1 - mask) * background  # (H, W, 3)
     image += rng.normal(0, 6, size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def write_synthetic_folder(
+    root: Path, *, trainval: int, test: int, size: int = 160, dogs: int = 0, seed: int = 0
+) -> list[Path]:
+    """A folder in Oxford layout of synthetic JPEGs named after the 12 cat breeds.
+
+    Tests and benchmarks use it where the real photos are absent, so the folder/JPEG
+    code path runs exactly as on real data. `trainval`/`test` images per breed; `dogs`
+    images per split of one dog breed (species 2) for --include-other. Returns the files.
+    """
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[AnnotationRow]] = {"trainval": [], "test": []}
+    files = []
+    for split, per_class in (("trainval", trainval), ("test", test)):
+        for breed_id, breed in enumerate(CAT_BREEDS, start=1):
+            for i in range(per_class):
+                name = f"{breed}_{split}{i}"
+                image = render_synthetic(breed_id - 1, i, size, seed=seed, split=split)
+                files.append(root / "images" / f"{name}.jpg")
+                Image.fromarray(image).save(files[-1], quality=90)
+                rows[split].append(AnnotationRow(name, breed_id, CAT_SPECIES, breed_id))
+        for i in range(dogs):
+            name = f"beagle_{split}{i}"
+            image = render_synthetic(len(CAT_BREEDS), i, size, seed=seed, split=split)
+            files.append(root / "images" / f"{name}.jpg")
+            Image.fromarray(image).save(files[-1], quality=90)
+            rows[split].append(AnnotationRow(name, len(CAT_BREEDS) + 1, DOG_SPECIES, 1))
+    write_oxford_layout(root, rows)
+    return files
