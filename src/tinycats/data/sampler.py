@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
-
-from tinycats.data.dataset import sample_seed
 
 
 class ResumableSampler(torch.utils.data.Sampler[int]):
@@ -37,7 +36,9 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         """The full order of `epoch`: a function of (seed, epoch) only."""
         if not self.shuffle:
             return torch.arange(self.num_samples)
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
+        # Two entropy words, where per-sample augmentation seeds use three: distinct streams.
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+        gen = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
         return torch.randperm(self.num_samples, generator=gen)
 
     def set_epoch(self, epoch: int) -> None:
