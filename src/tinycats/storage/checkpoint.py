@@ -278,10 +278,19 @@ class CheckpointManager:
         self.keep_every = keep_every
         self.best_metric = best_metric
         self.best_mode = best_mode
-        # A resume on another day keeps writing into the folder the run started in.
-        existing = find_run_dir(store, run_id, task)
         date = _check_name("run date", run_date or _utc_date())
-        self.run_dir = existing or store.root / CHECKPOINTS_DIR / task / date / run_id
+        self._run_dir = store.root / CHECKPOINTS_DIR / task / date / run_id
+
+    @property
+    def run_dir(self) -> Path:
+        """`checkpoints/<task>/<date>/<run_id>/`; an existing folder of the run wins over `run_date`.
+
+        Looked up again while ours does not exist, because the run may appear later
+        (a resume on another day, or another container's commit seen after a reload).
+        """
+        if not self._run_dir.is_dir():
+            self._run_dir = find_run_dir(self.store, self.run_id, self.task) or self._run_dir
+        return self._run_dir
 
     @classmethod
     def from_config(
