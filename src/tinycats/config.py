@@ -108,8 +108,9 @@ class ClassifierConfig(_Section):
 class DiTConfig(_Section):
     """The class-conditional Diffusion Transformer and its flow-matching objective.
 
-    `preset` picks the architecture; any of image_size..heads set to a non-zero value
-    overrides the preset's value.
+    `preset` picks the architecture; any of patch_size..heads set to a non-zero value
+    overrides the preset's value. The resolution is data.image_size (the token count
+    follows); each preset's design resolution is in tinycats.models.dit.PRESETS.
     """
 
     preset: Literal["test", "small", "tiny"] = "test"
