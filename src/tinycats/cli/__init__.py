@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tinycats.cli import config_cmd, data, doctor, infer, train
+from tinycats.cli import ckpt, config_cmd, data, doctor, infer, runs, train
 from tinycats.errors import TinycatsError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.command("eval")(infer.eval_command)
 app.command("predict")(infer.predict_command)
 app.command("sample")(infer.sample_command)
 app.add_typer(infer.export_app, name="export")
+app.add_typer(runs.app, name="runs")
+app.add_typer(ckpt.app, name="ckpt")
 
 
 def main() -> None:

@@ -1,0 +1,76 @@
+"""`tinycats runs ls|show`: the run registry (`runs/<run_id>.json`) at a glance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+
+app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
+
+
+def best_metric_cell(record: dict[str, Any]) -> str:
+    """'val_acc=0.9123' using the run's own best metric (from its saved config)."""
+    name = (record.get("config") or {}).get("checkpoint", {}).get("best_metric")
+    metrics = record.get("metrics") or {}
+    if name in metrics:
+        return f"{name}={metrics[name]:.4g}"
+    return "-"
+
+
+@app.command("ls")
+def ls(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None:
+    """List every run, newest first: id, task, status, step, best metric, start, attempts."""
+    from tinycats.storage import LocalStore, RunRegistry
+
+    records = RunRegistry(LocalStore(out)).list()
+    if json_:
+        print_json(records)
+        return
+    if not records:
+        console.print(f"no runs in {out / 'runs'}; start one with `tinycats train classifier`")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("run id", "task", "status", "step", "best metric", "started", "attempts")
+    for r in records:
+        cells = (
+            r.get("run_id", "?"),
+            r.get("task", "?"),
+            r.get("status", "?"),
+            r.get("step", "-"),
+            best_metric_cell(r),
+            r.get("started_at", "-"),
+            r.get("attempts", "-"),
+        )
+        table.add_row(*(Text(str(c)) for c in cells))
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    run: str = typer.Argument(..., help="Run id (see `tinycats runs ls`)."),
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+) -> None:
+    """Show one run's record: status, times, attempts, metrics, versions and resolved config."""
+    from tinycats.storage import LocalStore, RunRegistry
+
+    record = RunRegistry(LocalStore(out)).get(run)
+    if json_:
+        print_json(record)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None)
+    for key, value in record.items():
+        if key != "config":
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            table.add_row(key, Text(text))
+    console.print(table)
+    console.print("config:", json.dumps(record.get("config", {}), indent=2), highlight=False)
