@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tinycats.cli import ckpt, config_cmd, data, doctor, infer, runs, train
+from tinycats.cli import ckpt, cloud, config_cmd, data, doctor, infer, runs, train
 from tinycats.errors import TinycatsError
 
 app = typer.Typer(
@@ -30,27 +30,19 @@ app.command("sample")(infer.sample_command)
 app.add_typer(infer.export_app, name="export")
 app.add_typer(runs.app, name="runs")
 app.add_typer(ckpt.app, name="ckpt")
+app.add_typer(cloud.app, name="cloud")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Click handles usage errors itself (exit 2 with a usage line); a `TinycatsError`
+    from any command leaves it untouched and is printed here as one line.
+    """
     try:
-        exit_code = app(standalone_mode=False)
-        if isinstance(exit_code, int):
-            sys.exit(exit_code)
+        app()
     except TinycatsError as err:
         from tinycats.cli.common import err_console
 
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as err:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
-        raise

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from tinycats.config import DEFAULT_OUT, OUT_ENV_VAR
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 OutOption = Annotated[
     Path,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from tinycats.cli.common import ConfigOption, JsonOption, SetOption, console, print_json
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    ConfigOption,
+    JsonOption,
+    OutOption,
+    SetOption,
+    console,
+    print_json,
+)
 
 app = typer.Typer(
     help="Inspect configs: defaults, files and --set overrides, resolved.", no_args_is_help=True
@@ -16,13 +24,16 @@ def show(
     task: str = typer.Argument("classifier", help="classifier or dit"),
     config: ConfigOption = None,
     set_: SetOption = None,
+    out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:
     """Print the resolved config (defaults → task defaults → file → --set)."""
     from tinycats.config import build_config
+    from tinycats.data import resolve_data_root
 
     cfg = build_config(task, config, set_ or [])
     if json_:
         print_json(cfg.to_dict())
-    else:
-        console.print(cfg.to_toml(), highlight=False, markup=False)
+        return
+    console.print(f"# store: {out}   data: {resolve_data_root(cfg.data, out)}", highlight=False)
+    console.print(cfg.to_toml(), highlight=False, markup=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tinycats.config import TrainConfig
-from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset
+from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset, resolve_data_root
 from tinycats.errors import CheckpointError
 from tinycats.models import model_from_args
 from tinycats.models.ema import EMA
@@ -72,11 +71,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
-
-
-def data_root_for(config: TrainConfig, store: Store) -> Path:
-    """Where prepared datasets live: `data.dir`, else `<store root>/data`."""
-    return Path(config.data.dir) if config.data.dir else store.root / "data"
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -178,7 +172,7 @@ class Trainer:
         self.writer = AsyncCheckpointer(enabled=config.checkpoint.async_save)
         self.progress_enabled = progress
 
-        prepared = prepare_dataset(config.data, data_root_for(config, store))
+        prepared = prepare_dataset(config.data, resolve_data_root(config.data, store.root))
         breeds = config.data.breeds or None
         size = config.data.image_size
         augment = config.data.augment

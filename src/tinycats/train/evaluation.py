@@ -11,16 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from tinycats.data import ShardDataset, prepare_dataset
+from tinycats.config import DataConfig
+from tinycats.data import (
+    ShardDataset,
+    SkippedImage,
+    decode_image,
+    prepare_dataset,
+    resolve_data_root,
+)
 from tinycats.errors import DataError, TinycatsError
 from tinycats.storage import RunRegistry, Store
 from tinycats.storage.atomic import write_json_atomic
-from tinycats.train.engine import data_root_for
 from tinycats.train.inference import TrainedModel
 from tinycats.train.tasks import predict_logits
 
@@ -88,7 +94,7 @@ def evaluate_classifier(
 ) -> EvalReport:
     """Evaluate on a prepared dataset (the run's own, or `data`: synthetic|oxford|PATH)."""
     data_config = trained.config.data.model_copy(update={"source": data} if data else {})
-    prepared = prepare_dataset(data_config, data_root_for(trained.config, store))
+    prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
     dataset = ShardDataset(
         prepared, split, data_config.image_size, train=False, breeds=trained.classes
     )
@@ -128,25 +134,18 @@ def evaluate_classifier(
     return report
 
 
-def load_image_uint8(path: Path, image_size: int) -> torch.Tensor:
-    """Any image PIL reads → (3, S, S) uint8: RGB, shorter side to S, centre crop (eval transform)."""
+def load_image_uint8(path: Path, data: DataConfig) -> torch.Tensor:
+    """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image."""
+    if not path.is_file():
+        raise DataError(f"image {path} not found; check the path")
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image {path} not found; check the path") from None
-    except (UnidentifiedImageError, OSError) as err:
+        square = decode_image(path, data.stored_size)  # (stored, stored, 3) RGB centre square
+    except SkippedImage as err:
         raise DataError(
-            f"cannot read image {path} ({err}); pass a JPEG, PNG or WebP file"
+            f"cannot read image {path} ({err.reason}); pass a JPEG, PNG or WebP"
         ) from None
-    scale = image_size / min(rgb.size)
-    resized = rgb.resize(
-        (max(image_size, round(rgb.width * scale)), max(image_size, round(rgb.height * scale))),
-        Image.Resampling.BILINEAR,
-    )
-    left, top = (resized.width - image_size) // 2, (resized.height - image_size) // 2
-    crop = resized.crop((left, top, left + image_size, top + image_size))
-    return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)  # (3, S, S)
+    image = torch.from_numpy(square).permute(2, 0, 1)  # (3, stored, stored)
+    return TF.resize(image, [data.image_size, data.image_size], antialias=True)
 
 
 @torch.no_grad()
@@ -156,8 +155,8 @@ def predict_images(
     """Top-k breeds with probabilities for each image."""
     from tinycats.models.classifier import normalize_images
 
-    size = trained.config.data.image_size
-    batch = torch.stack([load_image_uint8(p, size) for p in paths]).to(trained.device)
+    batch = torch.stack([load_image_uint8(p, trained.config.data) for p in paths])
+    batch = batch.to(trained.device)
     probs = trained.model(normalize_images(batch)).float().softmax(dim=1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)

@@ -132,6 +132,8 @@ class DiTTask:
             class_dropout=self.dit.class_dropout,
             null_class=model.null_class,
             time_sampling=self.dit.time_sampling,
+            logit_mean=self.dit.logit_normal_mean,
+            logit_std=self.dit.logit_normal_std,
         )
         return loss, {}
 
@@ -152,6 +154,8 @@ class DiTTask:
                 class_dropout=0.0,
                 null_class=model.null_class,
                 time_sampling=self.dit.time_sampling,
+                logit_mean=self.dit.logit_normal_mean,
+                logit_std=self.dit.logit_normal_std,
                 generator=generator,
             )
             total += loss.item() * len(labels)

@@ -1,0 +1,90 @@
+"""The command line: errors are one line with exit code 2, help stays light, doctor reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinycats", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "optim.max_steps=-5"], "optim.max_steps=-5"),
+        (["--set", "optim.nope=1"], "unknown config key 'optim.nope'"),
+        (["--set", "retries.max_delay=300"], "retries.max_delay=300"),
+        (["--set", 'data.breeds=["Tabby"]'], "unknown breed 'Tabby'"),
+        (["--set", "modal.gpu=V100"], "unknown GPU 'V100'"),
+        (["--set", "optim.lr"], "--set expects key=value"),
+        (["--config", "/nonexistent.toml"], "not found"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(args: list[str], expected: str) -> None:
+    result = run("config", "show", "classifier", *args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_rejects_bad_value_before_any_work(tmp_path) -> None:
+    out = tmp_path / "out"
+    result = run("train", "classifier", "--out", str(out), "--set", "optim.batch_size=0")
+    assert result.returncode == 2 and "optim.batch_size=0" in result.stderr
+    assert not out.exists()
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys, tinycats.cli; print('torch' in sys.modules, 'modal' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_every_command_has_help_and_out_option() -> None:
+    from typer.main import get_command
+
+    from tinycats.cli import app
+
+    def leaves(command, path=()):
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            yield path, command
+            return
+        for name, sub in subcommands.items():
+            yield from leaves(sub, (*path, name))
+
+    missing = [
+        " ".join(path)
+        for path, command in leaves(get_command(app))
+        if "--out" not in {opt for p in command.params for opt in p.opts}
+    ]
+    assert missing == []
+
+
+def test_doctor_json_reports_versions_device_and_space(tmp_path) -> None:
+    result = run("doctor", "--json", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device"] in {"cpu", "cuda", "mps"}
+    assert report["versions"]["torch"] != "not installed"
+    assert report["out"]["free_gb"] > 0
+    assert "modal_credentials" in report
+
+
+def test_config_show_round_trips_through_toml(tmp_path) -> None:
+    result = run("config", "show", "dit", "--set", "optim.lr=0.0002")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "dit.toml"
+    path.write_text(result.stdout)
+    again = run("config", "show", "dit", "--config", str(path), "--json")
+    resolved = json.loads(again.stdout)
+    assert resolved["optim"]["lr"] == 0.0002 and resolved["task"] == "dit"
+    assert resolved["checkpoint"]["best_metric"] == "val_loss"
