@@ -1,0 +1,301 @@
+"""`tinycats cloud ...`: the same training on Modal GPUs, and files on Modal volumes.
+
+Modal is imported only inside the commands (through tinycats.cloud), so `--help` stays
+fast and the package works without a Modal account. The `volume_*` functions are
+plain typer commands so the `ckpt` group can register them too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tinycats.cli.common import ConfigOption, JsonOption, SetOption, console, print_json
+
+app = typer.Typer(
+    help="Run on Modal GPUs: prepare data, train (resumable, retried), evaluate, sample, bench.",
+    no_args_is_help=True,
+)
+volume_app = typer.Typer(
+    help="List, download, upload and remove files on a Modal volume (no mount needed).",
+    no_args_is_help=True,
+)
+app.add_typer(volume_app, name="volume")
+
+GpuOption = Annotated[
+    str | None,
+    typer.Option("--gpu", help="T4 | L4 | A10G | L40S | A100 | A100-80GB | H100 (modal.gpu)."),
+]
+TaskArgument = Annotated[str, typer.Argument(help="classifier | dit")]
+RunIdArgument = Annotated[str, typer.Argument(help="The run id (see `tinycats runs ls`).")]
+VolumeOption = Annotated[
+    str | None,
+    typer.Option("--volume", help="Volume name (default: modal.outputs_volume)."),
+]
+
+
+def _config(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
+    """The resolved TrainConfig: defaults, file, --set, then these flags."""
+    from tinycats.config import build_config
+
+    overrides = [
+        *(set_ or []),
+        *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None),
+    ]
+    return build_config(task, config, overrides)
+
+
+@app.command("prepare")
+def prepare_command(
+    task: Annotated[str, typer.Option("--task", help="classifier | dit")] = "classifier",
+    data: Annotated[str | None, typer.Option("--data", help="synthetic | oxford")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Build the dataset cache on the data volume (once; later calls return at once)."""
+    from tinycats.cloud import client
+
+    cfg = _config(task, config, set_, **{"data.source": data})
+    result = client.prepare(cfg)
+    if json_:
+        print_json(result)
+    else:
+        state = "cached" if result["cached"] else "prepared"
+        console.print(
+            f"{state}: {result['prepared']} ({result['files']} files) on volume "
+            f"{cfg.modal.data_volume}",
+            highlight=False,
+        )
+
+
+@app.command("train")
+def train_command(
+    task: TaskArgument,
+    gpu: GpuOption = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Continue this run (default: a new one).")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Spawn and return; the run survives this client.")
+    ] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="optim.max_steps")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="synthetic | oxford")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Train on a Modal GPU; retries and preemptions resume the run from its last checkpoint."""
+    from tinycats.cloud import client
+    from tinycats.storage import new_run_id
+
+    cfg = _config(
+        task,
+        config,
+        set_,
+        **{"modal.gpu": gpu, "optim.max_steps": max_steps, "data.source": data},
+    )
+    run_id = run_id or new_run_id(cfg.task)  # fixed before the first attempt
+    if not json_:
+        console.print(
+            f"[bold]{run_id}[/] on {cfg.modal.gpu}: {cfg.retries.max_retries} retries, "
+            f"{cfg.modal.timeout_minutes} min per attempt",
+            highlight=False,
+        )
+    result = client.train(cfg, run_id, detach=detach)
+    if json_:
+        print_json(result)
+        return
+    if detach:
+        console.print(
+            f"spawned call {result['call_id']}\n"
+            f"  follow logs:   modal app logs {result['app']}\n"
+            f"  dashboard:     {result['dashboard'] or 'https://modal.com/apps'}\n"
+            f"  wait/result:   tinycats cloud result {result['call_id']} --wait 3600\n"
+            f"  checkpoints:   tinycats cloud volume ls checkpoints/{cfg.task} --recursive "
+            f"--volume {cfg.modal.outputs_volume}\n"
+            f"  resume later:  tinycats cloud train {cfg.task} --run-id {run_id}",
+            highlight=False,
+        )
+        return
+    _print_train_result(result)
+
+
+def _print_train_result(result: dict[str, Any]) -> None:
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.get("metrics", {}).items())
+    console.print(
+        f"[bold]{result['status']}[/] {result['run_id']} at step {result['step']}/"
+        f"{result['max_steps']}  {metrics}\ncheckpoint (on the outputs volume): "
+        f"{result['checkpoint']}",
+        highlight=False,
+    )
+
+
+@app.command("result")
+def result_command(
+    call_id: Annotated[str, typer.Argument(help="The call id printed by `cloud train --detach`.")],
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for it.")] = 0.0,
+    json_: JsonOption = False,
+) -> None:
+    """The result of a detached call, or that it is still running (exit 1)."""
+    from tinycats.cloud import client
+
+    done, value = client.result(call_id, timeout=wait)
+    if not done:
+        console.print(f"{call_id} is still running; try again with --wait SECONDS")
+        raise typer.Exit(1)
+    if json_:
+        print_json(value)
+    else:
+        _print_train_result(value)
+
+
+@app.command("eval")
+def eval_command(
+    run_id: RunIdArgument,
+    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    which: Annotated[str, typer.Option("--which", help="best | latest")] = "best",
+    gpu: GpuOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Evaluate a classifier run on Modal; the report is written to the outputs volume."""
+    from tinycats.cloud import client
+
+    cfg = _config("classifier", config, set_)
+    report = client.evaluate(cfg, run_id, split=split, which=which, gpu=gpu)
+    if json_:
+        print_json(report)
+        return
+    console.print(
+        f"{report['run_id']} · {report['split']} · {report['n']} images: top-1 "
+        f"{report['top1']:.4f}  top-3 {report['top3']:.4f}\nreport: reports/{report['run_id']}/ "
+        f"on volume {cfg.modal.outputs_volume}",
+        highlight=False,
+    )
+
+
+@app.command("sample")
+def sample_command(
+    run_id: RunIdArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write here.")] = Path(
+        "grid.png"
+    ),
+    breed: Annotated[str, typer.Option("--breed", help="A class name, or 'all'.")] = "all",
+    n: Annotated[int, typer.Option("--n", min=1, max=64, help="Samples per class.")] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    cfg_scale: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="ODE steps.")] = None,
+    gpu: GpuOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Draw cats with a DiT run on Modal; the grid is saved on the volume and here."""
+    from tinycats.cloud import client
+    from tinycats.storage.atomic import write_bytes_atomic
+
+    cfg = _config("dit", config, set_)
+    options = {"breed": breed, "n": n, "seed": seed, "cfg_scale": cfg_scale, "steps": steps}
+    result = client.sample(cfg, run_id, options, gpu=gpu)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(output, result["png"])
+    console.print(
+        f"wrote {output} (step {result['step']}); on the volume: {result['path']}",
+        highlight=False,
+    )
+
+
+@app.command("bench")
+def bench_command(
+    gpu: GpuOption = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Force a full image build to time it.")
+    ] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Measure image build, cold start (with/without snapshot) and warm start on your account."""
+    from tinycats.cloud import client
+
+    rows = client.bench(_config("classifier", config, set_), gpu=gpu, rebuild=rebuild)
+    if json_:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="Modal start-up (seconds; targets from the original plan)")
+    for column in ("measure", "seconds", "target", "ok"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for row in rows:
+        target = row["target"]
+        ok = "" if target is None else ("yes" if row["seconds"] < target else "NO")
+        table.add_row(
+            row["what"], f"{row['seconds']:.2f}", "" if target is None else f"< {target:g}", ok
+        )
+    console.print(table)
+
+
+# -- files on a volume ------------------------------------------------------------------------
+
+
+def _volume(name: str | None):
+    from tinycats.cloud.remote_volume import open_remote_volume
+    from tinycats.config import ModalConfig
+
+    return open_remote_volume(name or ModalConfig().outputs_volume)
+
+
+@volume_app.command("ls")
+def volume_ls(
+    path: Annotated[str, typer.Argument(help="Path inside the volume.")] = "/",
+    volume: VolumeOption = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """List a folder of the volume (committed files only)."""
+    entries = _volume(volume).ls(path, recursive=recursive)
+    if json_:
+        print_json([e.__dict__ for e in entries])
+        return
+    for entry in entries:
+        kind = "dir " if entry.is_dir else f"{entry.size:>12,d}"
+        console.print(f"{kind}  {entry.path}{'/' if entry.is_dir else ''}", highlight=False)
+
+
+@volume_app.command("get")
+def volume_get(
+    path: Annotated[str, typer.Argument(help="File or folder inside the volume.")],
+    dest: Annotated[Path, typer.Argument(help="Local file or folder.")] = Path("."),
+    volume: VolumeOption = None,
+) -> None:
+    """Download a file or a folder (e.g. a checkpoint step folder) from the volume."""
+    written = _volume(volume).get(path, dest)
+    console.print(f"downloaded {len(written)} file(s) to {dest}", highlight=False)
+
+
+@volume_app.command("put")
+def volume_put(
+    local: Annotated[Path, typer.Argument(help="Local file or folder.")],
+    path: Annotated[str, typer.Argument(help="Destination inside the volume.")],
+    volume: VolumeOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Upload a file or folder to the volume (batch upload; committed when it returns)."""
+    remote = _volume(volume).put(local, path, force=force)
+    console.print(f"uploaded {local} to {remote}", highlight=False)
+
+
+@volume_app.command("rm")
+def volume_rm(
+    path: Annotated[str, typer.Argument(help="File or folder inside the volume.")],
+    volume: VolumeOption = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Remove a folder.")] = False,
+) -> None:
+    """Remove a file (or a folder with -r) from the volume."""
+    remote = _volume(volume).rm(path, recursive=recursive)
+    console.print(f"removed {remote}", highlight=False)

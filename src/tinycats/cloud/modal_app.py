@@ -1,0 +1,179 @@
+"""tinycats on Modal: the same training code, on GPUs, with volumes, retries and snapshots.
+
+Read top to bottom, this file is the whole cloud story (after modal-examples'
+long-training.py):
+
+1. an image with exact pins, whose dependency layers never rebuild on a code edit;
+2. two volumes: `data` (prepared shards, pretrained weights via TORCH_HOME) and
+   `outputs` (the Store root: checkpoints, runs, reports, samples);
+3. `prepare_data`: builds the dataset cache on the data volume once;
+4. `Trainer`: a class whose container imports torch once into a memory snapshot,
+   warms CUDA after restore, and trains a run that resumes from its last committed
+   checkpoint — so a retry, a preemption or a new call continues instead of restarting;
+5. `evaluate` and `sample`: reload the outputs volume, read the run, write, commit.
+
+Every number (GPU, timeout, retries, volume names) comes from the TrainConfig via
+`resources.py`; the bodies are `jobs.py`, tested locally against a fake volume.
+Deploy/run through `tinycats cloud ...` (see docs/modal.md), or directly:
+`modal deploy -m tinycats.cloud.modal_app`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import modal
+
+from tinycats.cloud import jobs
+from tinycats.cloud import resources as res
+
+MODAL_CONFIG, RETRY_CONFIG = res.settings_from_env()
+SETTINGS_ENV = res.settings_env(MODAL_CONFIG, RETRY_CONFIG)
+
+app = modal.App(MODAL_CONFIG.app_name)
+
+# -- 1. the image: dependencies first (cached), our code last (a code edit rebuilds nothing) --
+
+image = (
+    modal.Image.debian_slim(python_version=res.PYTHON_VERSION)
+    .uv_pip_install(requirements=[str(res.REQUIREMENTS_FILE)])
+    .env(res.image_env())
+    .add_local_python_source("tinycats")
+)
+
+# -- 2. the volumes ---------------------------------------------------------------------------
+
+
+def _volume(name: str) -> modal.Volume:
+    return modal.Volume.from_name(name, create_if_missing=True, version=MODAL_CONFIG.volume_version)
+
+
+data_volume = _volume(MODAL_CONFIG.data_volume)
+outputs_volume = _volume(MODAL_CONFIG.outputs_volume)
+volumes = {res.DATA_MOUNT: data_volume, res.OUTPUTS_MOUNT: outputs_volume}
+
+retries = modal.Retries(**res.retry_kwargs(RETRY_CONFIG))
+common = {
+    "image": image,
+    "volumes": volumes,
+    "env": SETTINGS_ENV,  # the container rebuilds this same App (same volume names)
+    "timeout": res.timeout_seconds(MODAL_CONFIG),
+    "cpu": MODAL_CONFIG.cpu,
+    "memory": MODAL_CONFIG.memory_mb,
+}
+
+
+def stores() -> tuple[Any, Any]:
+    """(data, outputs) Stores over the mounted volumes; reloads retry while files are busy."""
+    from tinycats.storage import VolumeStore
+
+    return (
+        VolumeStore(data_volume, Path(res.DATA_MOUNT)),
+        VolumeStore(outputs_volume, Path(res.OUTPUTS_MOUNT)),
+    )
+
+
+# -- 3. the dataset cache ---------------------------------------------------------------------
+
+
+function_options = {**common, "retries": retries}
+gpu_function_options = {**function_options, "gpu": MODAL_CONFIG.gpu}
+trainer_options = {
+    **gpu_function_options,
+    "enable_memory_snapshot": MODAL_CONFIG.memory_snapshot,
+}
+baseline_options = {**common, "gpu": MODAL_CONFIG.gpu, "enable_memory_snapshot": False}
+
+
+@app.function(**function_options)
+def prepare_data(config: dict[str, Any]) -> dict[str, Any]:
+    """Prepare the dataset on the data volume (a cache hit returns at once)."""
+    data, _ = stores()
+    return jobs.prepare_data_job(data, config)
+
+
+# -- 4. training --------------------------------------------------------------------------------
+
+
+def import_heavy_modules() -> float:
+    """Import torch & co (most of a cold start); returns the seconds it took."""
+    started = time.perf_counter()
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    import tinycats.models
+    import tinycats.train
+    import tinycats.train.evaluation  # noqa: F401
+
+    return time.perf_counter() - started
+
+
+class TrainerBody:
+    """Methods shared by the snapshot and no-snapshot variants (see bench); each variant
+    declares its own import hook, because Modal refuses `snap=True` hooks (even inherited
+    ones) on a class without snapshots."""
+
+    @modal.enter(snap=False)
+    def warm_cuda(self) -> None:
+        """Runs in every container after restore: a CPU snapshot holds no GPU state."""
+        started = time.perf_counter()
+        self.cuda = jobs.cuda_warmup()
+        self.warmup_seconds = time.perf_counter() - started
+
+    @modal.method()
+    def train(self, task: str, config: dict[str, Any], run_id: str) -> dict[str, Any]:
+        """One attempt of run `run_id`; resumes it if it has a committed checkpoint."""
+        from tinycats.train import PreemptionGuard
+
+        data, outputs = stores()
+        budget = res.attempt_budget_seconds(res.timeout_seconds(MODAL_CONFIG))
+        # SIGTERM/SIGINT (preemption) and SIGUSR1 (input cancellation) → checkpoint and stop.
+        with PreemptionGuard(signals=jobs.GUARD_SIGNALS) as guard:
+            return jobs.train_job(data, outputs, task, config, run_id, guard, budget_seconds=budget)
+
+    @modal.method()
+    def ping(self) -> dict[str, Any]:
+        """What `tinycats cloud bench` times: an empty call, plus this container's start-up."""
+        return {
+            "import_seconds": self.import_seconds,
+            "warmup_seconds": self.warmup_seconds,
+            **self.cuda,
+        }
+
+
+@app.cls(**trainer_options)
+class Trainer(TrainerBody):
+    """The training class; GPU, timeout and retries per call via `Trainer.with_options`."""
+
+    @modal.enter(snap=MODAL_CONFIG.memory_snapshot)
+    def import_heavy(self) -> None:
+        """With a snapshot this runs once, before it is taken; restored containers skip it."""
+        self.import_seconds = import_heavy_modules()
+
+
+@app.cls(**baseline_options)
+class TrainerNoSnapshot(TrainerBody):
+    """The same class without a memory snapshot: the bench's cold-start baseline."""
+
+    @modal.enter()
+    def import_heavy(self) -> None:
+        self.import_seconds = import_heavy_modules()
+
+
+# -- 5. evaluation and sampling -------------------------------------------------------------------
+
+
+@app.function(**gpu_function_options)
+def evaluate(run_id: str, split: str = "test", which: str = "best") -> dict[str, Any]:
+    """Evaluate a classifier run on the data volume; the report lands in reports/<run_id>/."""
+    data, outputs = stores()
+    return jobs.evaluate_job(outputs, data, run_id, split=split, which=which)
+
+
+@app.function(**gpu_function_options)
+def sample(run_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Draw a grid with a DiT run; saved under samples/<run_id>/ and returned as PNG bytes."""
+    _, outputs = stores()
+    return jobs.sample_job(outputs, run_id, **options)
