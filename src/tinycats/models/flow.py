@@ -34,20 +34,16 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 """(x (B, C, H, W), t (B,)) → velocity (B, C, H, W), with the labels and guidance bound."""
 
 
-def _randn(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+def _draw(
+    fn: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> Tensor:
-    """Normal noise drawn on the generator's own device, then moved: so one CPU generator
-    gives the same numbers whichever device the model is on."""
+    """`fn` (torch.randn / torch.rand) drawn on the generator's own device, then moved:
+    so one CPU generator gives the same numbers whichever device the model is on."""
     gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
-
-
-def _rand(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
-) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+    return fn(shape, generator=generator, device=gen_device).to(device)
 
 
 def sample_time(
@@ -66,9 +62,11 @@ def sample_time(
     """
     device = torch.device(device)
     if time_sampling == "logit_normal":
-        return torch.sigmoid(_randn((batch,), generator, device) * logit_std + logit_mean)
+        return torch.sigmoid(
+            _draw(torch.randn, (batch,), generator, device) * logit_std + logit_mean
+        )
     if time_sampling == "uniform":
-        return _rand((batch,), generator, device)
+        return _draw(torch.rand, (batch,), generator, device)
     raise ValueError(f"unknown time_sampling {time_sampling!r}; choose one of {TIME_SAMPLINGS}")
 
 
@@ -93,7 +91,7 @@ def flow_matching_loss(
     reproduces the loss exactly.
     """
     B = x1.shape[0]
-    x0 = _randn(tuple(x1.shape), generator, x1.device)  # (B, C, H, W) noise
+    x0 = _draw(torch.randn, tuple(x1.shape), generator, x1.device)  # (B, C, H, W) noise
     t = sample_time(
         B,
         time_sampling=time_sampling,
@@ -102,7 +100,7 @@ def flow_matching_loss(
         generator=generator,
         device=x1.device,
     )  # (B,)
-    drop = _rand((B,), generator, x1.device) < class_dropout
+    drop = _draw(torch.rand, (B,), generator, x1.device) < class_dropout
     y = torch.where(drop, torch.full_like(y, null_class), y)
     tb = t.view(B, 1, 1, 1).to(x1.dtype)
     x_t = (1 - tb) * x0 + tb * x1
@@ -175,7 +173,7 @@ def sample(
     """
     device = next(model.parameters()).device
     y = y.to(device)
-    x0 = _randn((y.shape[0], *image_shape), generator, device)  # (B, C, H, W)
+    x0 = _draw(torch.randn, (y.shape[0], *image_shape), generator, device)  # (B, C, H, W)
     velocity = guided_velocity(model, y, cfg_scale, model.null_class)
     x1 = integrate(velocity, x0, steps=steps, sampler=sampler)
     return x1.clamp(-1.0, 1.0)
