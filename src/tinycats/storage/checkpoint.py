@@ -150,40 +150,41 @@ def _read_index(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _listing_entry(step_dir: str, cached: Any) -> tuple[float, dict[str, Any]] | None:
+    """(time, metrics) of a completed step folder; None when it is not complete.
+
+    Plain `os` calls on strings: this runs once per checkpoint on every listing.
+    """
+    meta_path = os.path.join(step_dir, META_FILE)
+    if isinstance(cached, dict) and os.path.exists(meta_path):
+        return cached.get("time", 0.0), cached.get("metrics") or {}
+    try:
+        doc = read_meta(Path(step_dir))
+        return doc.get("time", 0.0), doc.get("metrics") or {}
+    except CheckpointError:
+        if not os.path.exists(meta_path):
+            return None  # not complete: never listed
+        # Present but unreadable: listed, so that verify and load report why.
+        return os.stat(meta_path).st_mtime, {}
+
+
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     """Completed checkpoints (a `step_X/` folder with its `meta.json`), sorted by parsed step."""
     run_dir = Path(run_dir)
     try:
-        names = [(parse_step(e.name), e.name) for e in os.scandir(run_dir) if e.is_dir()]
+        found = [(parse_step(e.name), e.path) for e in os.scandir(run_dir) if e.is_dir()]
     except FileNotFoundError:
         return []
     index = _read_index(run_dir)
     task, run_id = run_dir.parent.parent.name, run_dir.name
     infos = []
-    for step, name in sorted((s, n) for s, n in names if s is not None):
-        step_dir = run_dir / name
-        cached = index.get(str(step))
-        if isinstance(cached, dict) and (step_dir / META_FILE).exists():
-            time_, metrics = cached.get("time", 0.0), cached.get("metrics") or {}
-        else:
-            try:
-                doc = read_meta(step_dir)
-                time_, metrics = doc.get("time", 0.0), doc.get("metrics") or {}
-            except CheckpointError:
-                if not (step_dir / META_FILE).exists():
-                    continue  # not complete: never listed
-                # Present but unreadable: listed so that verify and load report it.
-                time_, metrics = (step_dir / META_FILE).stat().st_mtime, {}
-        infos.append(
-            CheckpointInfo(
-                path=step_dir,
-                run_id=run_id,
-                task=task,
-                step=step,
-                time=float(time_),
-                metrics={k: float(v) for k, v in metrics.items()},
-            )
-        )
+    for step, step_dir in sorted((s, p) for s, p in found if s is not None):
+        entry = _listing_entry(step_dir, index.get(str(step)))
+        if entry is None:
+            continue
+        time_, metrics = entry
+        metrics = {k: float(v) for k, v in metrics.items()}
+        infos.append(CheckpointInfo(Path(step_dir), run_id, task, step, float(time_), metrics))
     return infos
 
 
