@@ -291,3 +291,25 @@ def test_from_config_takes_retention_and_metric(store: LocalStore) -> None:
     manager = CheckpointManager.from_config(store, "dit", "run-d", config)
     assert (manager.keep_last, manager.keep_best, manager.keep_every) == (2, 1, 10)
     assert (manager.best_metric, manager.best_mode) == ("val_loss", "min")
+
+
+def test_failed_rename_on_resave_puts_the_old_checkpoint_back(
+    manager: CheckpointManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save(manager, 5, 0.1)
+    real_rename = os.rename
+
+    def failing_rename(src, dst) -> None:
+        if ".tmp-" in str(src):
+            raise OSError(errno.EIO, "I/O error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="I/O error"):
+        manager.save(5, {"model": {"w": torch.zeros(2)}}, {"v": 2}, {})
+    monkeypatch.undo()
+    loaded = manager.load_latest()
+    assert loaded is not None and loaded.train_state["step"] == 5 and loaded.skipped == []
+    assert sorted(p.name for p in manager.run_dir.iterdir() if "step_" in p.name) == [
+        "step_00000005"
+    ]

@@ -130,3 +130,13 @@ def test_other_reload_errors_propagate(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="not found"):
         VolumeStore(Broken(), tmp_path).reload()
+
+
+def test_fsync_dir_tolerates_filesystems_without_dir_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(fd: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(atomic.os, "fsync", unsupported)
+    atomic.fsync_dir(tmp_path)  # no error: the volume's commit() makes it durable instead

@@ -32,11 +32,19 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex}")
 
 
+FSYNC_DIR_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+"""Errors of filesystems that cannot fsync a directory (some FUSE and network mounts,
+where durability comes from the Store's commit() instead)."""
+
+
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (new, renamed, removed names) durable."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
+    except OSError as err:
+        if err.errno not in FSYNC_DIR_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 

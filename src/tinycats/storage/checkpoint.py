@@ -355,7 +355,12 @@ class CheckpointManager:
                 write_file_synced(tmp / META_FILE, json.dumps(doc, indent=2).encode())
                 fsync_dir(tmp)
                 replaced = self._move_aside(final)
-                os.rename(tmp, final)
+                try:
+                    os.rename(tmp, final)
+                except BaseException:
+                    if replaced is not None:  # put the old checkpoint back
+                        os.rename(replaced, final)
+                    raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -505,13 +510,18 @@ class CheckpointManager:
             return 0
         now = time.time()
         for entry in entries:
-            stale_tmp = TMP_MARK in entry.name and now - entry.stat().st_mtime > STALE_TMP_SECONDS
-            if TRASH_MARK in entry.name or stale_tmp:
-                if entry.is_dir(follow_symlinks=False):
-                    swept += _remove_tree(Path(entry.path))
-                else:
-                    Path(entry.path).unlink(missing_ok=True)
-                    swept += 1
+            try:
+                stale_tmp = (
+                    TMP_MARK in entry.name and now - entry.stat().st_mtime > STALE_TMP_SECONDS
+                )
+                if TRASH_MARK in entry.name or stale_tmp:
+                    if entry.is_dir(follow_symlinks=False):
+                        swept += _remove_tree(Path(entry.path))
+                    else:
+                        os.unlink(entry.path)
+                        swept += 1
+            except FileNotFoundError:
+                continue  # another process swept it first
         return swept
 
 
