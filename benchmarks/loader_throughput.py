@@ -60,18 +60,29 @@ class PILFolder(Dataset):
             return self.transform(image.convert("RGB")), self.labels[i]
 
 
-def images_per_second(dataset: Dataset, epochs: int) -> float:
-    """Images/s over `epochs` after one warm-up epoch (worker start-up and page cache)."""
-    loader = DataLoader(
-        dataset, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True
-    )
-    for _ in loader:
-        pass
-    start, n = time.perf_counter(), 0
-    for _ in range(epochs):
-        for images, _labels in loader:
-            n += len(images)
-    return n / (time.perf_counter() - start)
+def interleaved_rates(datasets: dict[str, Dataset], epochs: int) -> dict[str, float]:
+    """Images/s per dataset over `epochs` epochs after one warm-up epoch each.
+
+    The epochs of the loaders alternate (A, B, A, B, ...) so that load from other
+    processes on a shared machine hits both alike instead of skewing the ratio.
+    """
+    loaders = {
+        name: DataLoader(
+            ds, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True
+        )
+        for name, ds in datasets.items()
+    }
+    seconds = dict.fromkeys(loaders, 0.0)
+    images = dict.fromkeys(loaders, 0)
+    for epoch in range(epochs + 1):
+        for name, loader in loaders.items():
+            start, n = time.perf_counter(), 0
+            for batch, _labels in loader:
+                n += len(batch)
+            if epoch:  # epoch 0 warms up workers and the page cache
+                seconds[name] += time.perf_counter() - start
+                images[name] += n
+    return {name: images[name] / seconds[name] for name in loaders}
 
 
 def mini_folder() -> Path | None:
@@ -119,11 +130,13 @@ def main() -> None:
         )
 
         torch.set_num_threads(1)  # the workers do the work; keep the main process out of the way
-        shard_rate = images_per_second(shards, epochs)
-        pil_rate = images_per_second(pil, epochs)
+        rates = interleaved_rates({"shards": shards, "pil": pil}, epochs)
+        shard_rate, pil_rate = rates["shards"], rates["pil"]
         manifest = load_manifest(prepared)
 
-    print(f"images: {what}; {len(pil)} train images, {epochs} epoch(s) after a warm-up")
+    print(
+        f"images: {what}; {len(pil)} train images, {epochs} epoch(s) each after a warm-up, interleaved"
+    )
     print(f"prepare (decode + pack once): {prepare_s:.1f} s, stored {manifest.stored_size} px")
     print(
         f"loader throughput at {IMAGE_SIZE} px, augmentation on, {WORKERS} workers, batch {BATCH}:"

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
 
 from tinycats.config import AugmentConfig, DataConfig
 from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset
+from tinycats.data.dataset import color_jitter
 from tinycats.errors import DataError
 
 
@@ -144,3 +146,17 @@ def test_sampler_rejects_impossible_positions() -> None:
     s.mark_consumed(10)
     with pytest.raises(ValueError):
         s.mark_consumed(1)
+
+
+def test_fused_color_jitter_matches_torchvision_without_clipping() -> None:
+    image = torch.randint(90, 160, (3, 20, 20), dtype=torch.uint8)  # mid-range: nothing clips
+    factors = (
+        1.0 + 0.1 * (2 * torch.rand(3, generator=torch.Generator().manual_seed(4)) - 1)
+    ).tolist()
+    b, c, s = factors
+    # torchvision on floats in [0, 1] (its uint8 path truncates after each of its 3 steps)
+    x = image.float() / 255
+    expected = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x, b), c), s) * 255
+    out = color_jitter(image, 0.1, torch.Generator().manual_seed(4))
+    assert out.dtype == torch.uint8 and out.is_contiguous()
+    assert (out.float() - expected).abs().max() <= 0.5 + 1e-3  # the fused pass only rounds once
