@@ -55,8 +55,8 @@ def color_jitter(image: torch.Tensor, strength: float, gen: torch.Generator) -> 
 
     The three adjustments are linear in RGB, so they fuse into one 3×3 colour matrix and
     an offset, applied as a single matrix product over a (3, H*W) float copy and clamped
-    once; torchvision's three separate calls cost ~5× more on a 128 px image, which
-    matters in a loader doing little else. uint8 (3, H, W) in (any memory layout),
+    once; torchvision's three separate calls (each converting and clamping) cost several
+    times more on a 128 px image, which matters in a loader doing little else. uint8 (3, H, W) in (any memory layout),
     contiguous uint8 (3, H, W) out.
     """
     b, c, s = (1.0 + strength * (2 * u - 1) for u in torch.rand(3, generator=gen).tolist())

@@ -103,12 +103,8 @@ def prepare_dataset(cfg: DataConfig, data_root: Path, *, progress: bool = True) 
     """
     data_root = Path(data_root)
     target = data_root / prepared_name(cfg)
-    if (target / MANIFEST).is_file():
-        try:
-            load_manifest(target)
-            return target
-        except DataError:
-            pass  # an unreadable or outdated manifest: rebuild below
+    if _is_prepared(target):
+        return target
     data_root.mkdir(parents=True, exist_ok=True)
     plan = _plan_source(cfg, data_root, progress)
     _check_classes(plan)
@@ -117,6 +113,8 @@ def prepare_dataset(cfg: DataConfig, data_root: Path, *, progress: bool = True) 
         tmp.mkdir()
         manifest = _pack(plan, tmp, cfg, progress)
         write_manifest(tmp, manifest)
+        if _is_prepared(target):  # another process finished the same dataset meanwhile
+            return target
         if target.exists():  # a half-written dir without a (valid) manifest
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -130,6 +128,18 @@ def prepare_dataset(cfg: DataConfig, data_root: Path, *, progress: bool = True) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _is_prepared(directory: Path) -> bool:
+    """True if `directory` holds a complete dataset (an unreadable or outdated manifest
+    means it does not, and it will be rebuilt)."""
+    if not (directory / MANIFEST).is_file():
+        return False
+    try:
+        load_manifest(directory)
+    except DataError:
+        return False
+    return True
 
 
 def _plan_source(cfg: DataConfig, data_root: Path, progress: bool) -> SourcePlan:
