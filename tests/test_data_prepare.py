@@ -201,6 +201,8 @@ def test_full_oxford_fits_in_32_files(size: int) -> None:
     assert file_count(counts, size * size * 3) <= 32
     plan = plan_shards(counts, size * size * 3)
     assert {s: sum(v) for s, v in plan.items()} == counts
+    assert all(max(v) - min(v) <= 1 for v in plan.values())  # no tiny remainder shard
+    assert plan_shards({"train": 10, "val": 0}, 1000) == {"train": [10], "val": []}
 
 
 def test_cli_prepare_info_and_errors(

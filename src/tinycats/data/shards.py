@@ -38,14 +38,17 @@ def plan_shards(split_counts: dict[str, int], image_bytes: int) -> dict[str, lis
     """Images per shard for each split: the shard size policy as a pure function.
 
     Shard capacity = max(MIN_SHARD_BYTES, total bytes / MAX_SHARDS), so small datasets get
-    one shard per split and large ones never exceed MAX_SHARDS + len(SPLITS) shards.
+    one shard per split and large ones never exceed MAX_SHARDS + len(SPLITS) shards. A
+    split's images are spread evenly over its shards (sizes differ by at most one), so no
+    shard is a tiny remainder.
     """
     total = sum(split_counts.values()) * image_bytes
-    per_shard = max(1, max(MIN_SHARD_BYTES, math.ceil(total / MAX_SHARDS)) // image_bytes)
+    capacity = max(1, max(MIN_SHARD_BYTES, math.ceil(total / MAX_SHARDS)) // image_bytes)
     plan = {}
     for split, count in split_counts.items():
-        full, rest = divmod(count, per_shard)
-        plan[split] = [per_shard] * full + ([rest] if rest else [])
+        n_shards = math.ceil(count / capacity)
+        base, extra = divmod(count, n_shards) if n_shards else (0, 0)
+        plan[split] = [base + 1] * extra + [base] * (n_shards - extra)
     return plan
 
 
