@@ -37,15 +37,23 @@ VolumeOption = Annotated[
 ]
 
 
-def _config(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
-    """The resolved TrainConfig: defaults, file, --set, then these flags."""
-    from tinycats.config import build_config
+def _layered(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
+    """(resolved TrainConfig, the user's layer): the layer is the file plus --set and flags,
+    which a resumed run applies on top of its saved config in the container."""
+    from tinycats.config import apply_overrides, build_config, read_toml
 
     overrides = [
         *(set_ or []),
         *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None),
     ]
-    return build_config(task, config, overrides)
+    resolved = build_config(task, config, overrides)  # validate everything here, before Modal
+    layer = apply_overrides(read_toml(config) if config else {}, overrides)
+    return resolved, layer
+
+
+def _config(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
+    """The resolved TrainConfig: defaults, file, --set, then these flags."""
+    return _layered(task, config, set_, **flags)[0]
 
 
 @app.command("prepare")
@@ -92,7 +100,7 @@ def train_command(
     from tinycats.cloud import client
     from tinycats.storage import new_run_id
 
-    cfg = _config(
+    cfg, layer = _layered(
         task,
         config,
         set_,
@@ -105,7 +113,7 @@ def train_command(
             f"{cfg.modal.timeout_minutes} min per attempt",
             highlight=False,
         )
-    result = client.train(cfg, run_id, detach=detach)
+    result = client.train(cfg, layer, run_id, detach=detach)
     if json_:
         print_json(result)
         return

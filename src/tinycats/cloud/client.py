@@ -67,20 +67,29 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(
-    config: TrainConfig, run_id: str, *, gpu: str | None = None, detach: bool = False
+    config: TrainConfig,
+    layer: dict[str, Any],
+    run_id: str,
+    *,
+    gpu: str | None = None,
+    detach: bool = False,
 ) -> dict[str, Any]:
-    """Run (or, with `detach`, spawn) one training call; the run id is already fixed."""
+    """Run (or, with `detach`, spawn) one training call; the run id is already fixed.
+
+    `config` (resolved) sets the call's resources; `layer` (the user's file and --set
+    choices) is what the container applies over the run's saved config or the defaults.
+    """
     with deployed(config) as module:
         trainer = _with_options(module.Trainer, config, gpu)()
         if detach:
-            call = trainer.train.spawn(config.task, config.to_dict(), run_id)
+            call = trainer.train.spawn(config.task, layer, run_id)
             return {
                 "run_id": run_id,
                 "call_id": call.object_id,
                 "app": config.modal.app_name,
                 "dashboard": _dashboard_url(call),
             }
-        return trainer.train.remote(config.task, config.to_dict(), run_id)
+        return trainer.train.remote(config.task, layer, run_id)
 
 
 def _dashboard_url(call: Any) -> str | None:

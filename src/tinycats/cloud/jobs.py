@@ -86,11 +86,22 @@ def attempt_timer(guard: Any, budget_seconds: float | None):
         timer.cancel()
 
 
+def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, recursively (nested config sections merge key by key)."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_layers(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def train_job(
     data: Store,
     outputs: Store,
     task: str,
-    config_dict: dict[str, Any],
+    config_layer: dict[str, Any],
     run_id: str,
     guard: Any,
     *,
@@ -98,8 +109,10 @@ def train_job(
 ) -> dict[str, Any]:
     """One attempt of a run: resume `run_id` if it has a committed checkpoint, else start it.
 
-    `config_dict` is the client's resolved config; a run that already exists keeps the
-    config it was started with (so a retry can never change a run half-way).
+    `config_layer` holds the caller's choices only (TOML file contents and --set
+    overrides as a nested dict). They go on top of the run's saved config when the run
+    exists, else on top of the defaults — the same layering as `tinycats train` — so a
+    resumed run keeps its settings unless the caller changes one (e.g. optim.max_steps).
     """
     from tinycats.config import build_config
     from tinycats.train import plan_run, run_training
@@ -109,7 +122,7 @@ def train_job(
     data.reload()
     outputs.reload()
     plan = plan_run(outputs, task, run_id, "auto")
-    config = build_config(task, base=plan.saved_config or config_dict)
+    config = build_config(task, base=merge_layers(plan.saved_config or {}, config_layer))
     config = with_data_dir(config, data.root)
     prepare_data_job(data, config.to_dict())
     print(f"{plan.run_id}: {plan.reason} (attempt on {outputs.root})", flush=True)

@@ -124,7 +124,10 @@ class TrainerBody:
 
     @modal.method()
     def train(self, task: str, config: dict[str, Any], run_id: str) -> dict[str, Any]:
-        """One attempt of run `run_id`; resumes it if it has a committed checkpoint."""
+        """One attempt of run `run_id`; resumes it if it has a committed checkpoint.
+
+        `config` is the caller's layer (file + --set), applied over the saved run config.
+        """
         from tinycats.train import PreemptionGuard
 
         data, outputs = stores()

@@ -1,0 +1,251 @@
+"""The cloud train body under Modal's retry semantics, on fake volumes, with injected failures.
+
+Each attempt runs `jobs.train_job` (what `Trainer.train` runs in Modal) in a fresh
+"container": new FakeVolume mounts, so only committed state survives an attempt.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fake_volume import FakeContainer, FakeVolume
+from tinycats.cloud import jobs
+from tinycats.cloud.resources import retry_delay
+from tinycats.cloud.runner import Attempt, run_with_retries
+from tinycats.config import RetryConfig, apply_overrides
+from tinycats.storage import CheckpointManager, RunRegistry, VolumeStore, select_keep
+from tinycats.train import PreemptionGuard
+
+TINY = [
+    "data.image_size=16",
+    "data.synthetic_classes=4",
+    "data.synthetic_per_class=24",
+    "optim.batch_size=8",
+    "optim.warmup_steps=2",
+    "optim.lr=0.002",
+    "optim.max_steps=24",
+    "checkpoint.every_steps=4",
+    "retention.keep_last=2",
+    "retention.keep_best=1",
+    "dit.preview_per_class=0",
+]
+"""A tiny TinyDiT run: retries are about the engine and the volume, not the model's size."""
+RUN = "classifier-cloud-test"
+POLICY = RetryConfig(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0, max_delay=60.0)
+
+
+class ContainerDied(RuntimeError):
+    """The container is gone: nothing it did after this is ever committed."""
+
+
+class DyingContainer:
+    """A FakeContainer whose `die_at`-th commit never happens (the crash lands between the
+    checkpoint write and its commit); every later commit fails too."""
+
+    def __init__(self, inner: FakeContainer, die_at: int | None = None) -> None:
+        self.inner, self.die_at, self.commits, self.dead = inner, die_at, 0, False
+
+    def commit(self) -> None:
+        self.commits += 1
+        if self.dead or self.commits == self.die_at:
+            self.dead = True
+            raise ContainerDied(f"container died before commit #{self.commits}")
+        self.inner.commit()
+
+    def reload(self) -> None:
+        self.inner.reload()
+
+
+class SteppedGuard:
+    """Wraps the attempt's guard; calls `on_step(n)` as the engine checks it after step n of
+    this attempt (the engine reads `requested` once per optimizer step)."""
+
+    def __init__(self, attempt: Attempt, on_step) -> None:
+        self.attempt, self.on_step, self.steps = attempt, on_step, 0
+
+    @property
+    def requested(self) -> bool:
+        self.steps += 1
+        self.on_step(self.steps)
+        return self.attempt.guard.requested
+
+    @property
+    def reason(self) -> str | None:
+        return self.attempt.guard.reason
+
+    def request(self, reason: str) -> None:
+        self.attempt.guard.request(reason)
+
+
+def layer(*extra: str) -> dict[str, Any]:
+    """The caller's layer, as `tinycats cloud train --set ...` sends it."""
+    return apply_overrides({"task": "dit"}, [*TINY, *extra])
+
+
+def make_body(root: Path, config: dict[str, Any], faults: dict[int, tuple[str, int]]):
+    """The train body of one attempt in fresh containers; `faults[attempt] = (kind, step)`."""
+    data_vol, out_vol = FakeVolume(root / "data"), FakeVolume(root / "outputs")
+
+    def body(attempt: Attempt) -> dict[str, Any]:
+        kind, at = faults.get(attempt.number, ("none", 0))
+        data = data_vol.mount(f"data-{attempt.number}")
+        out = DyingContainer(out_vol.mount(f"out-{attempt.number}"))
+
+        def on_step(step: int) -> None:
+            if step != at:
+                return
+            if kind == "exception":
+                raise RuntimeError(f"injected failure at step {step} of attempt {attempt.number}")
+            if kind == "preempt":
+                attempt.preempt("SIGTERM")
+            if kind == "crash-before-commit":
+                out.die_at = out.commits + 1  # the next checkpoint is written, never committed
+
+        return jobs.train_job(
+            VolumeStore(data, data.path),
+            VolumeStore(out, out.inner.path),
+            "dit",
+            config,
+            RUN,
+            SteppedGuard(attempt, on_step),
+        )
+
+    return body, out_vol
+
+
+def committed_weights(volume: FakeVolume) -> dict[str, dict[str, torch.Tensor]]:
+    [run_dir] = (volume.backing / "checkpoints" / "dit").glob(f"*/{RUN}")
+    final = run_dir / "step_00000024"
+    return {name: load_file(final / f"{name}.safetensors") for name in ("model", "ema")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Any]:
+    """An uninterrupted reference run, and the same run through four kinds of trouble."""
+    tmp = tmp_path_factory.mktemp("cloud")
+    config = layer()
+    ref_body, ref_vol = make_body(tmp / "ref", config, {})
+    reference = run_with_retries(ref_body, POLICY, sleep=lambda s: None)
+
+    rng = random.Random(7)
+    faults = {
+        1: ("exception", rng.randint(2, 7)),  # mid-interval, after a committed checkpoint
+        2: ("preempt", rng.randint(1, 5)),  # platform preemption: no retry used
+        3: ("crash-before-commit", rng.randint(1, 3)),
+    }
+    slept: list[float] = []
+    body, vol = make_body(tmp / "faulty", config, faults)
+    outcome = run_with_retries(body, POLICY, sleep=slept.append)
+    return {"reference": (reference, ref_vol), "faulty": (outcome, vol), "slept": slept}
+
+
+def test_retried_run_completes_bitwise_equal_to_uninterrupted(runs) -> None:
+    reference, ref_vol = runs["reference"]
+    outcome, vol = runs["faulty"]
+    assert [a.outcome for a in reference.attempts] == ["ok"]
+    assert [a.outcome for a in outcome.attempts] == ["failed", "preempted", "failed", "ok"]
+    assert outcome.value["status"] == "completed" and outcome.value["step"] == 24
+    assert outcome.value["resumed_from"] is not None and outcome.value["resumed_from"] > 0
+    expected, got = committed_weights(ref_vol), committed_weights(vol)
+    for name in expected:
+        assert expected[name].keys() == got[name].keys()
+        for key in expected[name]:
+            assert torch.equal(expected[name][key], got[name][key]), f"{name}.{key} differs"
+
+
+def test_retry_delays_follow_the_policy_and_preemption_uses_no_retry(runs) -> None:
+    outcome, _ = runs["faulty"]
+    assert outcome.retries_used == 2
+    assert runs["slept"] == [retry_delay(POLICY, 1), retry_delay(POLICY, 2)] == [10.0, 20.0]
+    assert "AttemptStopped" in outcome.attempts[1].error
+    assert "ContainerDied" in outcome.attempts[2].error
+
+
+def test_cleanup_on_volume_keeps_what_retention_keeps_and_commits(runs) -> None:
+    _, vol = runs["faulty"]
+    check = vol.mount("inspector")
+    store = VolumeStore(check, check.path)
+    manager = CheckpointManager(
+        store, "dit", RUN, keep_last=2, keep_best=1, best_metric="val_loss", best_mode="min"
+    )
+    committed = sorted(i.step for i in manager.list())
+    keep = select_keep(
+        manager.records(),
+        keep_last=2,
+        keep_best=1,
+        best_mode="min",
+        latest_step=manager.latest_step(),
+    )
+    assert committed == sorted(keep)
+    assert 24 in committed and len(committed) <= 3
+    assert not [f for f in vol.committed_files() if ".tmp-" in f or ".trash-" in f]
+    assert RunRegistry(store).get(RUN)["status"] == "completed"
+
+
+def test_retries_run_out_and_the_last_error_is_raised(tmp_path) -> None:
+    calls: list[int] = []
+
+    def always_fails(attempt: Attempt) -> None:
+        calls.append(attempt.number)
+        raise RuntimeError(f"boom {attempt.number}")
+
+    slept: list[float] = []
+    with pytest.raises(RuntimeError, match="boom 3"):
+        run_with_retries(always_fails, RetryConfig(max_retries=2), sleep=slept.append)
+    assert calls == [1, 2, 3] and slept == [10.0, 20.0]
+
+
+def test_evaluate_sees_a_checkpoint_only_after_commit_and_reload(tmp_path) -> None:
+    data_vol, out_vol = FakeVolume(tmp_path / "data"), FakeVolume(tmp_path / "outputs")
+    base = ["data.image_size=32", "data.synthetic_classes=4", "data.synthetic_per_class=24"]
+    base += ["optim.batch_size=8", "optim.warmup_steps=2", "checkpoint.every_steps=4"]
+    data, trainer = data_vol.mount("data-train"), out_vol.mount("trainer")
+    evaluator, eval_data = out_vol.mount("evaluator"), data_vol.mount("data-eval")
+    guard = PreemptionGuard(signals=())
+
+    def train(max_steps: int, container: Any) -> None:
+        jobs.train_job(
+            VolumeStore(data, data.path),
+            VolumeStore(container, trainer.path),
+            "classifier",
+            apply_overrides({}, [*base, f"optim.max_steps={max_steps}"]),
+            RUN,
+            guard,
+        )
+
+    def evaluate() -> dict[str, Any]:
+        return jobs.evaluate_job(
+            VolumeStore(evaluator, evaluator.path, close_handles=evaluator.close_all),
+            VolumeStore(eval_data, eval_data.path),
+            RUN,
+            which="latest",
+        )
+
+    train(4, trainer)
+    assert not (evaluator.path / "checkpoints").exists()  # committed, but not reloaded yet
+    assert evaluate()["checkpoint"].endswith("step_00000004")
+
+    class Uncommitted:
+        def commit(self) -> None:  # the write happened; the commit has not (yet)
+            pass
+
+        def reload(self) -> None:
+            trainer.reload()
+
+    train(8, Uncommitted())
+    assert list((trainer.path / "checkpoints").glob("*/*/*/step_00000008"))
+    assert evaluate()["checkpoint"].endswith("step_00000004")
+
+    trainer.commit()
+    handle = evaluator.open("runs/" + RUN + ".json")  # an open file blocks a plain reload
+    reloads = evaluator.reloads
+    report = evaluate()
+    assert handle.closed and evaluator.reloads == reloads + 1
+    assert report["checkpoint"].endswith("step_00000008")
+    assert (out_vol.backing / "reports" / RUN / "eval_test.json").is_file()  # committed
