@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tinycats.config import ModalConfig, RetryConfig, TrainConfig
+from tinycats.config import ModalConfig, RetryConfig, TrainConfig, validate_config
 from tinycats.errors import ConfigError
 
 MINUTES = 60
@@ -116,8 +116,9 @@ def call_options(config: TrainConfig, gpu: str | None = None) -> dict[str, Any]:
     `retries` is left as kwargs; modal_app turns it into `modal.Retries`.
     """
     modal_cfg = config.modal
-    if gpu is not None:
-        modal_cfg = ModalConfig.model_validate({**modal_cfg.model_dump(), "gpu": gpu})
+    if gpu is not None:  # validated like `--set modal.gpu=...`: a one-line ConfigError
+        raw = config.to_dict()
+        modal_cfg = validate_config({**raw, "modal": {**raw["modal"], "gpu": gpu}}).modal
     return {
         "gpu": modal_cfg.gpu,
         "timeout": timeout_seconds(modal_cfg),

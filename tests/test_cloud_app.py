@@ -1,0 +1,264 @@
+"""The Modal App builds offline from the config; resources, pins and remote paths are checked."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import timedelta
+from pathlib import Path
+
+import modal
+import pytest
+from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
+from modal.retries import RetryManager
+from modal.types import FileEntry, FileEntryType
+
+from tinycats.cloud import resources as res
+from tinycats.cloud.remote_volume import RemoteVolume, validate_remote_path
+from tinycats.config import TASK_DEFAULTS, ModalConfig, RetryConfig, build_config
+from tinycats.errors import ConfigError, StorageError
+
+
+@pytest.fixture
+def app_module(monkeypatch):
+    """modal_app imported with settings from the environment; restored afterwards."""
+    module = importlib.import_module("tinycats.cloud.modal_app")
+
+    def load(modal_cfg: ModalConfig, retries: RetryConfig):
+        for key, value in res.settings_env(modal_cfg, retries).items():
+            monkeypatch.setenv(key, value)
+        return importlib.reload(module)
+
+    yield load
+    monkeypatch.delenv(res.SETTINGS_ENV, raising=False)
+    importlib.reload(module)
+
+
+def test_app_builds_offline_with_defaults(app_module) -> None:
+    m = app_module(ModalConfig(), RetryConfig())
+    assert isinstance(m.app, modal.App) and m.app.name == "tinycats"
+    assert isinstance(m.image, modal.Image)
+    assert isinstance(m.Trainer, modal.Cls) and isinstance(m.evaluate, modal.Function)
+    spec = m.evaluate._spec_
+    assert spec.gpus == "T4" and spec.cpu == 4.0 and spec.memory == 16384
+    assert set(spec.volumes) == {"/data", "/outputs"}
+    assert m.trainer_options["timeout"] == 60 * 60
+    assert m.trainer_options["enable_memory_snapshot"] is True
+    assert m.baseline_options["enable_memory_snapshot"] is False
+    assert "retries" not in m.baseline_options  # the bench baseline never retries
+    retries = m.trainer_options["retries"]
+    assert (retries.max_retries, retries.backoff_coefficient) == (3, 2.0)
+    assert (retries.initial_delay, retries.max_delay) == (
+        timedelta(seconds=10),
+        timedelta(seconds=60),
+    )
+
+
+def test_app_follows_the_config(app_module) -> None:
+    cfg = build_config(
+        "dit",
+        overrides=[
+            "modal.gpu='H100'",
+            "modal.timeout_minutes=240",
+            "modal.data_volume='cats-data'",
+            "modal.outputs_volume='cats-out'",
+            "modal.memory_snapshot=false",
+        ],
+    )
+    m = app_module(cfg.modal, cfg.retries)
+    spec = m.Trainer._get_class_service_function()._spec_
+    assert spec.gpus == "H100"
+    assert m.MODAL_CONFIG.data_volume == "cats-data" and m.trainer_options["timeout"] == 240 * 60
+    assert m.trainer_options["enable_memory_snapshot"] is False
+    retries = m.trainer_options["retries"]  # the DiT policy of the original plan
+    assert retries.max_retries == 2 and retries.initial_delay == timedelta(seconds=30)
+    assert TASK_DEFAULTS["dit"]["retries"]["max_retries"] == 2
+
+
+def test_snapshot_hooks_heavy_imports_before_cuda_after(app_module) -> None:
+    m = app_module(ModalConfig(), RetryConfig())
+    user_cls = m.Trainer._get_user_cls()
+    before = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    after = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    methods = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.CALLABLE_INTERFACE)
+    assert set(before) == {"import_heavy"} and set(after) == {"warm_cuda"}
+    assert {"train", "ping"} <= set(methods)
+
+
+def test_call_options_come_from_the_config() -> None:
+    cfg = build_config("classifier", overrides=["modal.timeout_minutes=90"])
+    options = res.call_options(cfg, gpu="A100")
+    assert options["gpu"] == "A100" and options["timeout"] == 90 * 60
+    assert options["retries"] == {
+        "max_retries": 3,
+        "backoff_coefficient": 2.0,
+        "initial_delay": 10.0,
+        "max_delay": 60.0,
+    }
+    modal.Retries(**options["retries"])  # the client accepts them
+    with pytest.raises(ConfigError, match="unknown GPU"):
+        res.call_options(cfg, gpu="K80")
+
+
+def test_original_plans_max_delay_is_rejected_by_modal_and_by_the_config() -> None:
+    with pytest.raises(modal.exception.InvalidError, match="1-60"):
+        modal.Retries(max_retries=3, max_delay=300)
+    with pytest.raises(ConfigError, match="max_delay"):
+        build_config("classifier", overrides=["retries.max_delay=300"])
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [RetryConfig(), RetryConfig(max_retries=2, initial_delay=30.0), RetryConfig(initial_delay=0.2)],
+)
+def test_retry_delays_match_modals_retry_manager(policy: RetryConfig) -> None:
+    proto = modal.Retries(**res.retry_kwargs(policy))._to_proto()
+    for n, delay in enumerate(res.retry_delays(policy), 1):
+        modal_delay = min(RetryManager._retry_delay_ms(n, proto), proto.max_delay_ms) / 1000
+        assert delay == pytest.approx(modal_delay)
+
+
+def test_attempt_budget_leaves_time_to_checkpoint() -> None:
+    assert res.attempt_budget_seconds(3600) == 3600 - 180
+    assert res.attempt_budget_seconds(600) == 540
+    assert res.attempt_budget_seconds(60) == 30
+
+
+def test_requirements_are_pinned_and_torch_pair_matches() -> None:
+    pins = res.read_requirements()
+    assert {"torch", "torchvision", "numpy", "safetensors", "pydantic", "pillow"} <= set(pins)
+    res.check_torch_pair(pins)
+    for line in res.REQUIREMENTS_FILE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert "==" in line, line
+
+
+def test_requirement_checks_catch_mistakes(tmp_path: Path) -> None:
+    loose = tmp_path / "req.txt"
+    loose.write_text("torch>=2.5\n")
+    with pytest.raises(ConfigError, match="not pinned"):
+        res.read_requirements(loose)
+    with pytest.raises(ConfigError, match=r"needs torchvision 0\.20"):
+        res.check_torch_pair({"torch": "2.5.1", "torchvision": "0.19.1"})
+    res.check_torch_pair({"torch": "2.5.1", "torchvision": "0.20.1"})
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/", ""),
+        ("checkpoints/dit", "checkpoints/dit"),
+        ("/runs/a.json", "runs/a.json"),
+        ("./a//b/", "a/b"),
+    ],
+)
+def test_remote_paths_normalise(path: str, expected: str) -> None:
+    assert validate_remote_path(path) == expected
+
+
+@pytest.mark.parametrize(
+    "path", ["../etc", "/../../etc/passwd", "a/../../b", "a/..", "a\\b", "a\x00"]
+)
+def test_remote_paths_that_escape_are_rejected(path: str) -> None:
+    with pytest.raises(StorageError, match=r"\.\.|NUL or backslash"):
+        validate_remote_path(path)
+
+
+class SdkVolume:
+    """The four volume SDK calls RemoteVolume uses, over a local directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
+        base = self.root / path.strip("/")
+        if not base.exists():
+            raise FileNotFoundError(path)
+        items = [base] if base.is_file() else base.rglob("*") if recursive else base.iterdir()
+        return [
+            FileEntry(
+                path=str(p.relative_to(self.root)),
+                type=FileEntryType.DIRECTORY if p.is_dir() else FileEntryType.FILE,
+                mtime=int(p.stat().st_mtime),
+                size=p.stat().st_size if p.is_file() else 0,
+            )
+            for p in items
+        ]
+
+    def read_file(self, path: str):
+        yield from [(self.root / path).read_bytes()]
+
+    def remove_file(self, path: str, recursive: bool = False) -> None:
+        target = self.root / path
+        if target.is_dir():
+            assert recursive
+            import shutil
+
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+
+    def batch_upload(self, force: bool = False):
+        volume = self
+
+        class Batch:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def put_file(self, local, remote):
+                dest = volume.root / str(remote).lstrip("/")
+                if dest.exists() and not force:
+                    raise FileExistsError(str(remote))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(Path(local).read_bytes())
+
+            def put_directory(self, local, remote):
+                for p in Path(local).rglob("*"):
+                    if p.is_file():
+                        self.put_file(p, f"{remote}/{p.relative_to(local)}")
+
+        return Batch()
+
+
+def test_remote_volume_put_ls_get_rm(tmp_path: Path) -> None:
+    vol = RemoteVolume(SdkVolume(tmp_path / "vol"), "test-vol")
+    (tmp_path / "vol").mkdir()
+    step = tmp_path / "step_00000004"
+    step.mkdir()
+    (step / "meta.json").write_text("{}")
+    (step / "model.safetensors").write_bytes(b"w" * 10)
+    assert vol.put(step, "/checkpoints/x/step_00000004") == "/checkpoints/x/step_00000004"
+    with pytest.raises(StorageError, match="--force"):
+        vol.put(step / "meta.json", "checkpoints/x/step_00000004/meta.json")
+    listed = vol.ls("checkpoints/x/step_00000004")
+    assert [(e.path.split("/")[-1], e.size) for e in listed] == [
+        ("meta.json", 2),
+        ("model.safetensors", 10),
+    ]
+    written = vol.get("checkpoints/x", tmp_path / "back")
+    assert sorted(p.name for p in written) == ["meta.json", "model.safetensors"]
+    assert (tmp_path / "back" / "step_00000004" / "model.safetensors").read_bytes() == b"w" * 10
+    [single] = vol.get("checkpoints/x/step_00000004/meta.json", tmp_path / "back")
+    assert single == tmp_path / "back" / "meta.json"
+    with pytest.raises(StorageError, match="volume root"):
+        vol.rm("/")
+    with pytest.raises(StorageError, match=r"\.\."):
+        vol.rm("checkpoints/../..", recursive=True)
+    vol.rm("checkpoints/x", recursive=True)
+    with pytest.raises(StorageError, match="only after it commits"):
+        vol.ls("checkpoints/x")
+
+
+def test_cloud_cli_help_lists_every_command() -> None:
+    from typer.testing import CliRunner
+
+    from tinycats.cli import app
+
+    out = CliRunner().invoke(app, ["cloud", "--help"]).output
+    for command in ("prepare", "train", "eval", "sample", "bench", "result", "volume"):
+        assert command in out
+    out = CliRunner().invoke(app, ["cloud", "volume", "--help"]).output
+    for command in ("ls", "get", "put", "rm"):
+        assert command in out
