@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,11 +109,13 @@ def test_list_sorts_by_parsed_step_and_ignores_tmp(manager: CheckpointManager) -
 def test_index_cache_is_not_the_truth(manager: CheckpointManager) -> None:
     save(manager, 1, 0.1)
     save(manager, 2, 0.2)
-    (manager.run_dir / "index.json").unlink()
+    (manager.run_dir / "index.json").unlink()  # lost cache: manifests are read instead
     assert [(i.step, i.metrics["val_acc"]) for i in manager.list()] == [(1, 0.1), (2, 0.2)]
-    (manager.run_dir / "step_00000002" / "meta.json").unlink()  # cached but no longer complete
-    save(manager, 3, 0.3)  # rewrites the index
-    assert [i.step for i in manager.list()] == [1, 3]
+    save(manager, 3, 0.3)
+    shutil.rmtree(manager.run_dir / "step_00000003")  # cached, but the folder is gone
+    assert [i.step for i in manager.list()] == [1, 2]
+    (manager.run_dir / "step_00000002" / "meta.json").unlink()  # uncached and incomplete
+    assert [i.step for i in manager.list()] == [1]
 
 
 def test_resave_same_step_replaces_it(manager: CheckpointManager) -> None:
@@ -171,11 +174,11 @@ def delete(path: Path) -> None:
         (flip_byte, "train_state.pt", "sha256 mismatch"),
         (flip_byte, "ema.safetensors", "sha256 mismatch"),
         (delete, "model.safetensors", "missing"),
-        (delete, "meta.json", None),  # no manifest: not a complete checkpoint any more
+        (delete, "meta.json", "meta.json: missing"),
     ],
 )
 def test_damaged_latest_falls_back_to_previous(
-    manager: CheckpointManager, damage, file: str, reason: str | None
+    manager: CheckpointManager, damage, file: str, reason: str
 ) -> None:
     save(manager, 1)
     save(manager, 2)
@@ -183,9 +186,6 @@ def test_damaged_latest_falls_back_to_previous(
     damage(newest / file)
     loaded = manager.load_latest()
     assert loaded is not None and loaded.info.step == 1
-    if reason is None:
-        assert loaded.skipped == []
-        return
     assert [path for path, _ in loaded.skipped] == [newest]
     assert str(newest / file) in loaded.skipped[0][1] and reason in loaded.skipped[0][1]
     problems = verify_checkpoint(newest)
