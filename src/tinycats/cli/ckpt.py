@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tinycats.cli.cloud import VolumeOption, ckpt_ls_remote, volume_get, volume_put, volume_rm
 from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
 
 if TYPE_CHECKING:
@@ -82,9 +83,14 @@ def _row(manager: CheckpointManager, info: CheckpointInfo, marks: list[str]) -> 
 
 @app.command("ls")
 def ls(
-    run: RunArgument = None, out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False
+    run: RunArgument = None,
+    out: OutOption = DEFAULT_OUT_PATH,
+    json_: JsonOption = False,
+    volume: VolumeOption = None,
 ) -> None:
-    """List checkpoints: run, step, time, metrics, latest/best marks, size."""
+    """List checkpoints: run, step, time, metrics, latest/best marks, size (or on a --volume)."""
+    if volume:
+        return ckpt_ls_remote(volume, run, json_)
     rows = []
     for run_dir in _run_dirs(out, run):
         manager = _manager(run_dir)
@@ -197,3 +203,9 @@ def _step(path: Path) -> int:
 
 def _steps(steps: list[int]) -> str:
     return ", ".join(map(str, steps)) if steps else "none"
+
+
+# Remote volumes (Modal): get/put/rm work on `--volume NAME` without mounting it.
+app.command("get")(volume_get)
+app.command("put")(volume_put)
+app.command("rm")(volume_rm)

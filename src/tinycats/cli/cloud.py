@@ -307,3 +307,25 @@ def volume_rm(
     """Remove a file (or a folder with -r) from the volume."""
     remote = _volume(volume).rm(path, recursive=recursive)
     console.print(f"removed {remote}", highlight=False)
+
+
+def ckpt_ls_remote(volume: str, run: str | None, json_: bool) -> None:
+    """`tinycats ckpt ls [RUN] --volume NAME`: the committed step folders on a volume."""
+    from tinycats.storage.checkpoint import parse_step
+
+    entries = _volume(volume).ls("checkpoints", recursive=True)
+    steps = [
+        e
+        for e in entries
+        if e.is_dir
+        and parse_step(e.path.rsplit("/", 1)[-1]) is not None
+        and (run is None or f"/{run}/" in f"/{e.path}")
+    ]
+    if json_:
+        print_json([e.__dict__ for e in steps])
+        return
+    if not steps:
+        console.print(f"no checkpoints on volume {volume}" + (f" for run {run}" if run else ""))
+        return
+    for entry in steps:
+        console.print(entry.path, highlight=False)

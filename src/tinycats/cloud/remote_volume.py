@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -70,15 +71,26 @@ class RemoteVolume:
             key=lambda e: e.path,
         )
 
-    def _listdir(self, remote: str, *, recursive: bool) -> list[Any]:
+    @contextmanager
+    def _sdk_errors(self, remote: str) -> Iterator[None]:
+        """Modal's exceptions (not builtin subclasses) as one-line StorageErrors with the fix."""
         try:
-            return list(self.volume.listdir(remote or "/", recursive=recursive))
-        except (FileNotFoundError, LookupError) as err:
+            yield
+        except FileNotFoundError as err:
             raise self._missing(remote, err) from None
-        except Exception as err:  # modal.exception.NotFoundError is not a builtin subclass
-            if type(err).__name__ == "NotFoundError":
+        except Exception as err:
+            kind = type(err).__name__
+            if not type(err).__module__.startswith("modal"):
+                raise
+            if kind == "NotFoundError":
                 raise self._missing(remote, err) from None
-            raise
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else kind
+            fix = "run `modal token new`" if kind == "AuthError" else "check the name and path"
+            raise StorageError(f"volume {self.name}: {first_line} ({kind}); {fix}") from None
+
+    def _listdir(self, remote: str, *, recursive: bool) -> list[Any]:
+        with self._sdk_errors(remote):
+            return list(self.volume.listdir(remote or "/", recursive=recursive))
 
     def _missing(self, remote: str, err: Exception) -> StorageError:
         return StorageError(
@@ -114,12 +126,10 @@ class RemoteVolume:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:
-            with open(tmp, "wb") as out:
+            with self._sdk_errors(source), open(tmp, "wb") as out:
                 for chunk in self.volume.read_file(source):
                     out.write(chunk)
             os.replace(tmp, dest)
-        except FileNotFoundError as err:
-            raise self._missing(source, err) from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -130,7 +140,7 @@ class RemoteVolume:
         if not local.exists():
             raise StorageError(f"{local} does not exist; check the local path")
         try:
-            with self.volume.batch_upload(force=force) as batch:
+            with self._sdk_errors(remote), self.volume.batch_upload(force=force) as batch:
                 if local.is_dir():
                     batch.put_directory(local, "/" + remote)
                 else:
@@ -144,14 +154,8 @@ class RemoteVolume:
     def rm(self, path: str, *, recursive: bool = False) -> str:
         """Remove a file, or a folder with `recursive`; never the whole volume."""
         remote = validate_remote_path(path, allow_root=False)
-        try:
+        with self._sdk_errors(remote):
             self.volume.remove_file(remote, recursive=recursive)
-        except FileNotFoundError as err:
-            raise self._missing(remote, err) from None
-        except Exception as err:
-            if type(err).__name__ == "NotFoundError":
-                raise self._missing(remote, err) from None
-            raise
         return "/" + remote
 
 
@@ -159,4 +163,7 @@ def open_remote_volume(name: str) -> RemoteVolume:
     """The named Modal volume (must exist: a typo must not create an empty one)."""
     import modal
 
-    return RemoteVolume(modal.Volume.from_name(name), name)
+    try:
+        return RemoteVolume(modal.Volume.from_name(name), name)
+    except modal.exception.InvalidError as err:
+        raise StorageError(f"{str(err).splitlines()[0]} Pass --volume with a valid name.") from None
