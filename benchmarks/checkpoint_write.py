@@ -23,7 +23,7 @@ from torchvision.models import resnet18
 
 from tinycats.storage import CheckpointManager, LocalStore
 from tinycats.storage.atomic import write_file_synced
-from tinycats.storage.checkpoint import _serialise
+from tinycats.storage.checkpoint import serialise_files
 
 GOAL = 0.7
 
@@ -67,7 +67,7 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
 
     weights, state = training_state()
-    blobs = _serialise(weights, state)
+    blobs = dict(serialise_files(weights, state))
     total = sum(memoryview(b).nbytes for b in blobs.values())
     work = Path(tempfile.mkdtemp(prefix="tinycats-bench-", dir=args.dir))
     try:

@@ -70,24 +70,32 @@ def write_file_synced(path: Path, data: bytes | memoryview) -> None:
         os.fsync(f.fileno())
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably (tmp + fsync + os.replace + fsync dir)."""
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically (tmp + os.replace); `durable` adds the fsyncs.
+
+    Readers always see the old or the new content. Without `durable` (for caches
+    that can be rebuilt) a power loss may leave the old content or an empty file.
+    """
     path = Path(path)
     tmp = tmp_name(path)
     with disk_full_as_storage_error(path):
         try:
-            write_file_synced(tmp, data)
+            if durable:
+                write_file_synced(tmp, data)
+            else:
+                tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace `path` with `data` as indented JSON, atomically and durably."""
+def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace `path` with `data` as indented JSON, atomically (and durably by default)."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    write_bytes_atomic(path, text.encode())
+    write_bytes_atomic(path, text.encode(), durable=durable)
 
 
 def read_json(path: Path) -> Any:

@@ -31,7 +31,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,29 +217,43 @@ def _cpu_contiguous(state_dict: dict[str, torch.Tensor], where: str) -> dict[str
     return out
 
 
-def _serialise(
+def serialise_files(
     weights: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any]
-) -> dict[str, bytes | memoryview]:
-    blobs: dict[str, bytes | memoryview] = {}
-    for key, state_dict in weights.items():
+) -> Iterator[tuple[str, bytes | memoryview]]:
+    """(file name, content) of each checkpoint file, produced one at a time.
+
+    A generator, so the first file is already being written while the next is
+    serialised.
+    """
+    for key in weights:
         if not WEIGHTS_KEY_RE.match(key):
             raise ValueError(f"weights key {key!r} must be letters, digits and '_' (a file name)")
-        blobs[key + WEIGHTS_SUFFIX] = safetensors_save(
-            _cpu_contiguous(state_dict, f"weights[{key!r}]")
+    for key, state_dict in weights.items():
+        yield (
+            key + WEIGHTS_SUFFIX,
+            safetensors_save(_cpu_contiguous(state_dict, f"weights[{key!r}]")),
         )
     buffer = io.BytesIO()
     torch.save(train_state, buffer)
-    blobs[TRAIN_STATE_FILE] = buffer.getbuffer()
-    return blobs
+    yield TRAIN_STATE_FILE, buffer.getbuffer()
 
 
-def _write_blobs(folder: Path, blobs: dict[str, bytes | memoryview]) -> dict[str, dict[str, Any]]:
-    """Write and fsync each file while a second thread hashes it (hashlib and I/O release the GIL)."""
-    with ThreadPoolExecutor(max_workers=1) as hasher:
-        entries = {name: hasher.submit(file_entry, blob) for name, blob in blobs.items()}
-        for name, blob in blobs.items():
-            write_file_synced(folder / name, blob)
-        return {name: future.result() for name, future in entries.items()}
+def _write_files(
+    folder: Path, files: Iterable[tuple[str, bytes | memoryview]]
+) -> dict[str, dict[str, Any]]:
+    """Write+fsync each file in one thread and sha256 it in another while the next is serialised.
+
+    Disk writes, fsync and hashlib release the GIL, so serialisation and hashing
+    hide behind the disk instead of adding to it. Returns the manifest entries.
+    """
+    with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(1) as hasher:
+        writes, entries = [], {}
+        for name, blob in files:
+            writes.append(writer.submit(write_file_synced, folder / name, blob))
+            entries[name] = hasher.submit(file_entry, blob)
+        for write in writes:
+            write.result()
+        return {name: entry.result() for name, entry in entries.items()}
 
 
 def _remove_tree(path: Path) -> bool:
@@ -343,7 +357,6 @@ class CheckpointManager:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
             try:
-                blobs = _serialise(weights, train_state)
                 doc = {
                     "format_version": FORMAT_VERSION,
                     "task": self.task,
@@ -353,10 +366,9 @@ class CheckpointManager:
                     "metrics": metrics,
                     "best_metric": self.best_metric,
                     "best_mode": self.best_mode,
-                    "files": _write_blobs(tmp, blobs),
+                    "files": _write_files(tmp, serialise_files(weights, train_state)),
                     "meta": meta,
                 }
-                del blobs
                 write_file_synced(tmp / META_FILE, json.dumps(doc, indent=2).encode())
                 fsync_dir(tmp)
                 replaced = self._move_aside(final)
@@ -398,8 +410,11 @@ class CheckpointManager:
             entries[str(step)] = entry
         for step in drop:
             entries.pop(str(step), None)
+        # Not fsynced: a cache that a crash may lose (listing then reads the manifests).
         write_json_atomic(
-            self.run_dir / INDEX_FILE, {"format_version": FORMAT_VERSION, "checkpoints": entries}
+            self.run_dir / INDEX_FILE,
+            {"format_version": FORMAT_VERSION, "checkpoints": entries},
+            durable=False,
         )
 
     # -- read -----------------------------------------------------------------------------------
