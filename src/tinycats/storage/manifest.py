@@ -140,12 +140,21 @@ def decode_train_state(path: Path, data: bytes, map_location: str) -> dict[str, 
     """Load with weights_only=True: a pickled callable is refused, never executed."""
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError as err:
+        # torch's message opens with advice to retry unsafely; keep only the line naming
+        # what was refused (e.g. "unsupported GLOBAL posix.system").
+        lines = [line.strip() for line in str(err).splitlines()]
+        named = [
+            line for line in lines if "global" in line.lower() or "unsupported" in line.lower()
+        ]
+        reason = named[0] if named else "objects other than tensors and plain containers"
         raise CheckpointError(
             f"{path}: unsafe pickle refused by weights_only load ({reason}); "
             "only load checkpoints written by tinycats"
         ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"{path}: not a readable torch file ({first.strip()})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a dict")
     return state
