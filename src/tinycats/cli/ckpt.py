@@ -8,7 +8,7 @@ config (task defaults for a run without a record), with --keep-last/--keep-best/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -136,7 +136,12 @@ def verify(
         step_dirs = [Path(target)]
     else:
         step_dirs = [i.path for d in _run_dirs(out, target) for i in list_checkpoints(d)]
-    results = [{"path": str(p), "problems": verify_checkpoint(p)} for p in step_dirs]
+    items: Iterable[Path] = step_dirs
+    if console.is_terminal and not json_ and len(step_dirs) > 1:  # hashing GBs takes a while
+        from rich.progress import track
+
+        items = track(step_dirs, description="verifying", console=console, transient=True)
+    results = [{"path": str(p), "problems": verify_checkpoint(p)} for p in items]
     bad = [r for r in results if r["problems"]]
     if json_:
         print_json(results)
