@@ -149,8 +149,12 @@ def load_manifest(prepared_dir: Path) -> Manifest:
 
 
 def open_shard(path: Path) -> np.ndarray:
-    """(N, S, S, 3) uint8 memory map: pages are read on access, nothing is copied up front."""
-    return np.load(path, mmap_mode="r")
+    """(N, S, S, 3) uint8 memory map: pages are read on access, nothing is copied up front.
+
+    Returned as a plain ndarray view of the map: indexing an np.memmap subclass costs
+    more than the small crop a sample then copies out of it.
+    """
+    return np.asarray(np.load(path, mmap_mode="r"))
 
 
 class ShardWriter:
