@@ -73,7 +73,7 @@ def _row(manager: CheckpointManager, info: CheckpointInfo, marks: list[str]) -> 
         "run_id": manager.run_id,
         "task": manager.task,
         "step": info.step,
-        "time": datetime.fromtimestamp(info.time).isoformat(timespec="seconds"),
+        "time": datetime.fromtimestamp(info.time).strftime("%Y-%m-%d %H:%M:%S"),
         "metrics": info.metrics,
         "marks": marks,
         "size_bytes": _size(info),
@@ -108,12 +108,19 @@ def ls(
     if not rows:
         console.print(f"no checkpoints under {out / 'checkpoints'}")
         return
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table("run", "step", "time", "metrics", "kept as", "size")
+    table = Table(
+        Column("run", no_wrap=True),
+        Column("step", justify="right"),
+        Column("time", no_wrap=True),
+        "metrics",
+        "kept as",
+        Column("size", justify="right", no_wrap=True),
+    )
     for r in rows:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items()))
+        metrics = "\n".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items()))
         cells = (r["run_id"], r["step"], r["time"], metrics or "-", ", ".join(r["marks"]))
         table.add_row(*(Text(str(c)) for c in cells), f"{r['size_bytes'] / 1e6:.2f} MB")
     console.print(table)

@@ -33,10 +33,18 @@ def ls(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None:
     if not records:
         console.print(f"no runs in {out / 'runs'}; start one with `tinycats train classifier`")
         return
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table("run id", "task", "status", "step", "best metric", "started", "attempts")
+    table = Table(
+        Column("run id", no_wrap=True),
+        "task",
+        "status",
+        Column("step", justify="right"),
+        "best metric",
+        "started",
+        Column("attempts", justify="right"),
+    )
     for r in records:
         cells = (
             r.get("run_id", "?"),
