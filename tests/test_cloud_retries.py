@@ -29,7 +29,7 @@ TINY = [
     "optim.batch_size=8",
     "optim.warmup_steps=2",
     "optim.lr=0.002",
-    "optim.max_steps=24",
+    "optim.max_steps=16",
     "checkpoint.every_steps=4",
     "retention.keep_last=2",
     "retention.keep_best=1",
@@ -121,7 +121,7 @@ def make_body(root: Path, config: dict[str, Any], faults: dict[int, tuple[str, i
 
 def committed_weights(volume: FakeVolume) -> dict[str, dict[str, torch.Tensor]]:
     [run_dir] = (volume.backing / "checkpoints" / "dit").glob(f"*/{RUN}")
-    final = run_dir / "step_00000024"
+    final = run_dir / "step_00000016"
     return {name: load_file(final / f"{name}.safetensors") for name in ("model", "ema")}
 
 
@@ -150,7 +150,7 @@ def test_retried_run_completes_bitwise_equal_to_uninterrupted(runs) -> None:
     outcome, vol = runs["faulty"]
     assert [a.outcome for a in reference.attempts] == ["ok"]
     assert [a.outcome for a in outcome.attempts] == ["failed", "preempted", "failed", "ok"]
-    assert outcome.value["status"] == "completed" and outcome.value["step"] == 24
+    assert outcome.value["status"] == "completed" and outcome.value["step"] == 16
     assert outcome.value["resumed_from"] is not None and outcome.value["resumed_from"] > 0
     expected, got = committed_weights(ref_vol), committed_weights(vol)
     for name in expected:
@@ -183,7 +183,7 @@ def test_cleanup_on_volume_keeps_what_retention_keeps_and_commits(runs) -> None:
         latest_step=manager.latest_step(),
     )
     assert committed == sorted(keep)
-    assert 24 in committed and len(committed) <= 3
+    assert 16 in committed and len(committed) <= 3
     assert not [f for f in vol.committed_files() if ".tmp-" in f or ".trash-" in f]
     assert RunRegistry(store).get(RUN)["status"] == "completed"
 
@@ -203,7 +203,7 @@ def test_retries_run_out_and_the_last_error_is_raised(tmp_path) -> None:
 
 def test_evaluate_sees_a_checkpoint_only_after_commit_and_reload(tmp_path) -> None:
     data_vol, out_vol = FakeVolume(tmp_path / "data"), FakeVolume(tmp_path / "outputs")
-    base = ["data.image_size=32", "data.synthetic_classes=4", "data.synthetic_per_class=24"]
+    base = ["data.image_size=16", "data.synthetic_classes=4", "data.synthetic_per_class=24"]
     base += ["optim.batch_size=8", "optim.warmup_steps=2", "checkpoint.every_steps=4"]
     data, trainer = data_vol.mount("data-train"), out_vol.mount("trainer")
     evaluator, eval_data = out_vol.mount("evaluator"), data_vol.mount("data-eval")
