@@ -117,7 +117,7 @@ class _Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
 
 @pytest.fixture
@@ -207,6 +207,9 @@ def test_oxford_source_downloads_extracts_prepares_then_hits_cache(
 ) -> None:
     fake = tmp_path / "fake"
     write_synthetic_folder(fake, trainval=3, test=1, size=48, dogs=2)
+    (fake / "annotations" / "trimaps").mkdir()
+    (fake / "annotations" / "trimaps" / "Bengal_trainval0.png").write_bytes(b"trimap")
+    (fake / "images" / "Abyssinian_100.mat").write_bytes(b"matlab")  # the real archive has a few
     archives = []
     for member in ("images", "annotations"):
         data = _tar_gz(fake, member)
@@ -223,7 +226,10 @@ def test_oxford_source_downloads_extracts_prepares_then_hits_cache(
     assert manifest.total("test") == 12 + 2
     assert manifest.total("train") + manifest.total("val") == 12 * 3 + 2
     assert manifest.source_checksums == {a.filename: f"md5:{a.md5}" for a in archives}
-    assert (root / "oxford-iiit-pet" / "annotations" / "trainval.txt").is_file()
+    extracted = root / "oxford-iiit-pet"
+    assert (extracted / "annotations" / "trainval.txt").is_file()
+    assert not (extracted / "annotations" / "trimaps").exists()  # not needed, not extracted
+    assert sorted(p.suffix for p in (extracted / "images").iterdir()) == [".jpg"] * (12 * 4 + 4)
 
     requests = len(server.ranges)
     monkeypatch.setattr(prepare.oxford, "fetch_oxford", _fail)
@@ -236,6 +242,11 @@ def test_oxford_source_downloads_extracts_prepares_then_hits_cache(
     other = prepare_dataset(cfg.model_copy(update={"image_size": 16}), root, progress=False)
     assert load_manifest(other).stored_size == 16
     assert len(server.ranges) == requests
+    # Photos extracted elsewhere (e.g. local disk when data_root is a network volume).
+    scratch = tmp_path / "scratch"
+    small = cfg.model_copy(update={"image_size": 20})
+    prepare_dataset(small, root, progress=False, extract_dir=scratch)
+    assert (scratch / "images").is_dir() and len(server.ranges) == requests
 
 
 def _fail(*args: object, **kwargs: object) -> None:

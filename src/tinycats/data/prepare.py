@@ -92,21 +92,24 @@ def prepared_name(cfg: DataConfig) -> str:
     return "-".join(parts)
 
 
-def prepare_dataset(cfg: DataConfig, data_root: Path, *, progress: bool = True) -> Path:
+def prepare_dataset(
+    cfg: DataConfig, data_root: Path, *, progress: bool = True, extract_dir: Path | None = None
+) -> Path:
     """The prepared dir for `cfg` under `data_root`, building it only if it is not there.
 
     Images are stored as center-cropped squares of cfg.stored_size × stored_size (uint8
     RGB): one fixed shape makes shards plain memory-mappable arrays, and the margin over
     image_size leaves room for random crops. `cfg.source` is "synthetic", "oxford"
     (official archives downloaded into data_root/downloads, resumable and checksummed,
-    extracted once) or a folder in Oxford layout. Returns the dir (manifest.json inside).
+    extracted once into `extract_dir`, default data_root/oxford-iiit-pet) or a folder in
+    Oxford layout. Returns the dir (manifest.json inside).
     """
     data_root = Path(data_root)
     target = data_root / prepared_name(cfg)
     if _is_prepared(target):
         return target
     data_root.mkdir(parents=True, exist_ok=True)
-    plan = _plan_source(cfg, data_root, progress)
+    plan = _plan_source(cfg, data_root, progress, extract_dir)
     _check_classes(plan)
     tmp = data_root / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -142,11 +145,13 @@ def _is_prepared(directory: Path) -> bool:
     return True
 
 
-def _plan_source(cfg: DataConfig, data_root: Path, progress: bool) -> SourcePlan:
+def _plan_source(
+    cfg: DataConfig, data_root: Path, progress: bool, extract_dir: Path | None
+) -> SourcePlan:
     if cfg.source == "synthetic":
         return _synthetic_plan(cfg)
     if cfg.source == "oxford":
-        root, checksums = oxford.fetch_oxford(data_root, progress=progress)
+        root, checksums = oxford.fetch_oxford(data_root, progress=progress, extract_dir=extract_dir)
         return _folder_plan(root, cfg, source="oxford", checksums=checksums)
     folder = Path(cfg.source).expanduser().resolve()
     return _folder_plan(folder, cfg, source=str(folder), checksums=None)
