@@ -266,3 +266,10 @@ def test_oxford_cats_mini_real_photos(tmp_path: Path) -> None:
     ds = ShardDataset(prepared, "test", 32, train=False, breeds=["Sphynx", "Bombay"])
     assert ds.classes == ["Sphynx", "Bombay"] and set(ds.targets.tolist()) == {0, 1}
     assert len(ds) == m.counts["test"]["Sphynx"] + m.counts["test"]["Bombay"]
+
+
+def test_unwritable_data_dir_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(DataError, match="cannot create the data dir"):
+        prepare_dataset(SYNTH, blocker / "data", progress=False)

@@ -42,9 +42,6 @@ from tinycats.data.shards import (
 from tinycats.data.synthetic import render_synthetic, synthetic_class_names, synthetic_test_count
 from tinycats.errors import DataError
 
-SOURCE_KEYWORDS = ("synthetic", "oxford")
-"""Any other `data.source` is a folder path (write ./oxford for a folder named oxford)."""
-
 
 @dataclass(frozen=True)
 class PackItem:
@@ -101,14 +98,20 @@ def prepare_dataset(
     RGB): one fixed shape makes shards plain memory-mappable arrays, and the margin over
     image_size leaves room for random crops. `cfg.source` is "synthetic", "oxford"
     (official archives downloaded into data_root/downloads, resumable and checksummed,
-    extracted once into `extract_dir`, default data_root/oxford-iiit-pet) or a folder in
-    Oxford layout. Returns the dir (manifest.json inside).
+    extracted once into `extract_dir`, default data_root/oxford-iiit-pet) or any other
+    string: a folder in Oxford layout (write ./oxford for a folder named oxford).
+    Returns the dir (manifest.json inside).
     """
     data_root = Path(data_root)
     target = data_root / prepared_name(cfg)
     if _is_prepared(target):
         return target
-    data_root.mkdir(parents=True, exist_ok=True)
+    try:
+        data_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"cannot create the data dir {data_root} ({err.strerror}); choose another --data-dir"
+        ) from None
     plan = _plan_source(cfg, data_root, progress, extract_dir)
     _check_classes(plan)
     tmp = data_root / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
