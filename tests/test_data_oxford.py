@@ -251,3 +251,17 @@ def test_oxford_source_downloads_extracts_prepares_then_hits_cache(
 
 def _fail(*args: object, **kwargs: object) -> None:
     raise AssertionError("a cache hit must not download or decode")
+
+
+def test_download_checks_free_space_first(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["a.bin"] = b"x" * 50_000
+    monkeypatch.setattr(oxford.shutil, "disk_usage", lambda _: _Usage())
+    with pytest.raises(DataError, match=r"not enough disk space for downloading a\.bin"):
+        download(f"{server.url}/a.bin", tmp_path / "a.bin", _md5(b"x" * 50_000), progress=False)
+    assert not (tmp_path / "a.bin").exists()
+
+
+class _Usage:
+    total, used, free = 10**6, 10**6 - 1000, 1000
