@@ -143,7 +143,21 @@ def dit(
     progress: ProgressOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Train the class-conditional TinyDiT generator (flow matching)."""
+    """Train the class-conditional TinyDiT generator (flow matching).
+
+    --preset also sets data.image_size to the preset's resolution, unless
+    --set data.image_size=N is given.
+    """
+    extra: dict[str, object] = {}
+    if preset is not None:
+        from tinycats.errors import ConfigError
+        from tinycats.models.dit import PRESETS
+
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        extra["dit.preset"] = preset
+        if not any(item.startswith("data.image_size=") for item in set_ or []):
+            extra["data.image_size"] = PRESETS[preset]["image_size"]
     _train(
         "dit",
         out,
@@ -156,5 +170,5 @@ def dit(
         ckpt_every,
         progress,
         json_,
-        extra={"dit.preset": preset},
+        extra,
     )

@@ -369,6 +369,7 @@ class Trainer:
             preempted_by=self.guard.reason if status == "preempted" else None,
             best_checkpoint=str(best.path) if best else None,
         )
+        self.store.commit()  # the final record too: another container may read it next
         return TrainResult(
             run_id=self.run_id,
             task=config.task,
