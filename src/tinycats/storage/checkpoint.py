@@ -24,7 +24,9 @@ Callers that read what another container wrote call `store.reload()` first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
+import hashlib
 import io
 import json
 import logging
@@ -33,14 +35,15 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save as safetensors_save
+from safetensors import SafetensorError
+from safetensors.torch import save_file as safetensors_save_file
 
 from tinycats.errors import CheckpointError
 from tinycats.storage.atomic import (
@@ -243,40 +246,57 @@ def _cpu_contiguous(state_dict: dict[str, torch.Tensor], where: str) -> dict[str
     return out
 
 
-def serialise_files(
-    weights: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any]
-) -> Iterator[tuple[str, bytes | memoryview]]:
-    """(file name, content) of each checkpoint file, produced one at a time.
+def _save_tensors_synced(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors straight from tensor memory to disk (no bytes copy), then fsync."""
+    try:
+        safetensors_save_file(tensors, path)
+    except SafetensorError as err:
+        if "os error 28" in str(err):  # the Rust writer's ENOSPC
+            raise OSError(errno.ENOSPC, str(err)) from None
+        raise
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    A generator, so the first file is already being written while the next is
-    serialised.
+
+def _hash_file(path: Path, written: Future[None]) -> dict[str, Any]:
+    """Manifest entry of a file once `written` completes, read back from the page cache."""
+    written.result()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"sha256": digest, "size": path.stat().st_size}
+
+
+def _write_files(
+    folder: Path, weights: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Write + fsync every checkpoint file; returns their manifest entries.
+
+    A writer thread streams the weights to disk while this thread serialises the
+    train state, and a hasher thread computes the sha256s: disk I/O, safetensors'
+    writer and hashlib release the GIL, so serialising and hashing hide behind the
+    disk instead of adding to it.
     """
     for key in weights:
         if not WEIGHTS_KEY_RE.match(key):
             raise ValueError(f"weights key {key!r} must be letters, digits and '_' (a file name)")
-    for key, state_dict in weights.items():
-        yield (
-            key + WEIGHTS_SUFFIX,
-            safetensors_save(_cpu_contiguous(state_dict, f"weights[{key!r}]")),
-        )
-    buffer = io.BytesIO()
-    torch.save(train_state, buffer)
-    yield TRAIN_STATE_FILE, buffer.getbuffer()
-
-
-def _write_files(
-    folder: Path, files: Iterable[tuple[str, bytes | memoryview]]
-) -> dict[str, dict[str, Any]]:
-    """Write+fsync each file in one thread and sha256 it in another while the next is serialised.
-
-    Disk writes, fsync and hashlib release the GIL, so serialisation and hashing
-    hide behind the disk instead of adding to it. Returns the manifest entries.
-    """
+    tensors = {
+        key + WEIGHTS_SUFFIX: _cpu_contiguous(state_dict, f"weights[{key!r}]")
+        for key, state_dict in weights.items()
+    }
     with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(1) as hasher:
-        writes, entries = [], {}
-        for name, blob in files:
-            writes.append(writer.submit(write_file_synced, folder / name, blob))
-            entries[name] = hasher.submit(file_entry, blob)
+        writes: list[Future[None]] = []
+        entries: dict[str, Future[dict[str, Any]]] = {}
+        for name, file_tensors in tensors.items():
+            writes.append(writer.submit(_save_tensors_synced, folder / name, file_tensors))
+            entries[name] = hasher.submit(_hash_file, folder / name, writes[-1])
+        buffer = io.BytesIO()
+        torch.save(train_state, buffer)
+        blob = buffer.getbuffer()
+        writes.append(writer.submit(write_file_synced, folder / TRAIN_STATE_FILE, blob))
+        entries[TRAIN_STATE_FILE] = hasher.submit(file_entry, blob)
         for write in writes:
             write.result()
         return {name: entry.result() for name, entry in entries.items()}
@@ -392,7 +412,7 @@ class CheckpointManager:
                     "metrics": metrics,
                     "best_metric": self.best_metric,
                     "best_mode": self.best_mode,
-                    "files": _write_files(tmp, serialise_files(weights, train_state)),
+                    "files": _write_files(tmp, weights, train_state),
                     "meta": meta,
                 }
                 write_file_synced(tmp / META_FILE, json.dumps(doc, indent=2).encode())
