@@ -163,16 +163,8 @@ def _time_and_metrics(doc: dict[str, Any]) -> tuple[float, dict[str, float]]:
     return float(doc.get("time", 0.0)), metrics
 
 
-def _listing_entry(run_dir: Path, name: str, cached: Any) -> tuple[float, dict[str, Any]] | None:
-    """(time, metrics) of a completed step folder; None when it is not complete.
-
-    A cached entry is trusted without touching the folder: the index only ever
-    gains a step after its folder was renamed into place with its manifest, and a
-    manifest deleted by hand is reported by verify/load. Plain `os` calls on
-    strings: this runs once per checkpoint on every listing.
-    """
-    if isinstance(cached, dict):
-        return _time_and_metrics(cached)
+def _listing_entry(run_dir: Path, name: str) -> tuple[float, dict[str, float]] | None:
+    """(time, metrics) of a step folder missing from the index; None when it is not complete."""
     step_dir = os.path.join(run_dir, name)
     try:
         return _time_and_metrics(read_meta(Path(step_dir)))
@@ -213,10 +205,18 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
             return []
         index = _read_index(run_dir)
         for step, name in sorted((s, n) for s, n in found if s is not None):
-            entry = _listing_entry(run_dir, name, index.get(str(step)))
-            if entry is None:
-                continue
-            time_, metrics = entry
+            # A cached entry is trusted without touching the folder: the index only
+            # gains a step after its folder was renamed into place with its manifest
+            # (a manifest deleted by hand is reported by verify/load). This loop runs
+            # once per checkpoint on every listing, hence no helper call on this path.
+            cached = index.get(str(step))
+            if type(cached) is dict and type(cached.get("time")) is float:
+                time_, metrics = cached["time"], cached.get("metrics") or {}
+            else:
+                entry = _listing_entry(run_dir, name)
+                if entry is None:
+                    continue
+                time_, metrics = entry
             # `run_dir / name` parses only the name: Path(full string) costs 3x more here.
             infos.append(CheckpointInfo(run_dir / name, run_id, task, step, time_, metrics))
     return infos
