@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
 from tinycats.errors import ConfigError
@@ -141,7 +141,7 @@ class OptimConfig(_Section):
     weight_decay: float = Field(0.05, ge=0.0, le=10.0)
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    warmup_steps: int = Field(10, ge=0)
+    warmup_steps: int = Field(10, ge=0, description="linear warm-up (capped at max_steps)")
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of lr")
     grad_accum: int = Field(1, ge=1, le=1024)
@@ -151,15 +151,6 @@ class OptimConfig(_Section):
     )
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 disables EMA")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at checkpoints")
-
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> OptimConfig:
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(
-                f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}; "
-                "lower optim.warmup_steps"
-            )
-        return self
 
 
 class CheckpointConfig(_Section):

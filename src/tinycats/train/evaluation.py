@@ -144,7 +144,7 @@ def load_image_uint8(path: Path, data: DataConfig) -> torch.Tensor:
         raise DataError(
             f"cannot read image {path} ({err.reason}); pass a JPEG, PNG or WebP"
         ) from None
-    image = torch.from_numpy(square).permute(2, 0, 1)  # (3, stored, stored)
+    image = torch.from_numpy(square.copy()).permute(2, 0, 1)  # (3, stored, stored)
     return TF.resize(image, [data.image_size, data.image_size], antialias=True)
 
 

@@ -14,11 +14,12 @@ from tinycats.config import OptimConfig
 
 def learning_rate(step: int, optim: OptimConfig) -> float:
     """LR for optimizer step `step` (0-based): linear warm-up, then cosine or constant."""
-    if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
+    warmup = min(optim.warmup_steps, optim.max_steps)  # a short run must not stay in warm-up
+    if step < warmup:
+        return optim.lr * (step + 1) / warmup
     if optim.schedule == "constant":
         return optim.lr
-    decay_steps = max(1, optim.max_steps - optim.warmup_steps)
-    progress = min(1.0, (step - optim.warmup_steps) / decay_steps)
+    decay_steps = max(1, optim.max_steps - warmup)
+    progress = min(1.0, (step - warmup) / decay_steps)
     floor = optim.min_lr_ratio
     return optim.lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
