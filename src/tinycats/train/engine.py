@@ -30,7 +30,7 @@ from tinycats.errors import CheckpointError
 from tinycats.models import model_from_args
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
-from tinycats.train.async_checkpoint import AsyncCheckpointer, snapshot
+from tinycats.train.async_checkpoint import AsyncCheckpointer
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.progress import TrainProgress
 from tinycats.train.schedule import learning_rate
@@ -242,7 +242,8 @@ class Trainer:
             "ema_updates": self.ema.num_updates if self.ema is not None else 0,
             "rng": capture_rng_state(),
         }
-        return snapshot(weights), snapshot(train_state)
+        staged = self.writer.stage({"weights": weights, "train_state": train_state})
+        return staged["weights"], staged["train_state"]
 
     def _meta(self) -> dict[str, Any]:
         import tinycats

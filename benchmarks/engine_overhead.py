@@ -1,0 +1,119 @@
+"""Engine overhead: training throughput of `Trainer.fit` vs a bare PyTorch loop.
+
+Same model, same packed dataset and loader, same batch, same optimizer. The engine
+adds what a real run needs (LR schedule, grad clipping, EMA, progress, preemption
+checks); the bare loop has only forward, backward and step. Each side is measured as
+the marginal cost of N more steps (time for 2N steps minus time for N), so set-up,
+the final evaluation and the final checkpoint cancel out.
+
+    python benchmarks/engine_overhead.py            # classifier + DiT test preset
+    python benchmarks/engine_overhead.py --tiny     # also the DiT tiny preset (slow on CPU)
+    python benchmarks/engine_overhead.py --smoke    # a few steps, to check it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tinycats.config import TrainConfig, build_config
+from tinycats.storage import LocalStore
+from tinycats.train.engine import Trainer, build_optimizer
+
+
+def engine_seconds(config: TrainConfig, root: Path, steps: int, run_id: str) -> float:
+    config = config.model_copy(deep=True)
+    config.optim.max_steps = steps
+    config.checkpoint.every_steps = steps
+    trainer = Trainer(config, LocalStore(root), run_id, progress=False)
+    start = time.perf_counter()
+    trainer.fit()
+    return time.perf_counter() - start
+
+
+def bare_seconds(config: TrainConfig, root: Path, steps: int) -> float:
+    """The same work with nothing around it: the loop a tutorial would write."""
+    trainer = Trainer(config, LocalStore(root), "bare-setup", progress=False)
+    model, task, batches = trainer.model, trainer.task, trainer.batches
+    optimizer = build_optimizer(model, config)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, labels = batches.next()
+        loss, _ = task.loss(model, images, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    loss.item()
+    return time.perf_counter() - start
+
+
+def measure(name: str, config: TrainConfig, steps: int, root: Path) -> dict[str, float]:
+    # Marginal cost of `steps` steps: T(2N) - T(N) cancels set-up and the final save.
+    engine = engine_seconds(config, root, 2 * steps, f"{name}-2n") - engine_seconds(
+        config, root, steps, f"{name}-n"
+    )
+    bare = bare_seconds(config, root, steps)
+    bare = min(bare, bare_seconds(config, root, steps))  # best of two: noise only adds
+    images = steps * config.optim.batch_size
+    result = {
+        "engine_img_s": images / engine,
+        "bare_img_s": images / bare,
+        "ratio": bare / engine,
+    }
+    print(
+        f"{name:<28} engine {result['engine_img_s']:8.1f} img/s   bare {result['bare_img_s']:8.1f}"
+        f" img/s   engine/bare = {result['ratio']:.3f}x (goal >= 0.95x)",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="a few steps, tiny sizes")
+    parser.add_argument("--tiny", action="store_true", help="also the DiT tiny preset")
+    args = parser.parse_args()
+    steps = 3 if args.smoke else args.steps
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {steps} steps per side")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = [f"data.dir={json.dumps(str(root / 'data'))}", "data.synthetic_per_class=64"]
+        cases = {
+            "classifier resnet18 64px": build_config(
+                "classifier",
+                overrides=[*data, "data.image_size=32" if args.smoke else "data.image_size=64"],
+            ),
+            "dit test 32px": build_config(
+                "dit",
+                overrides=[
+                    *data,
+                    "dit.preset=test",
+                    "dit.preview_per_class=0",
+                    "optim.batch_size=64",
+                ],
+            ),
+        }
+        if args.tiny and not args.smoke:
+            cases["dit tiny 128px"] = build_config(
+                "dit",
+                overrides=[
+                    *data,
+                    "dit.preset=tiny",
+                    "data.image_size=128",
+                    "dit.preview_per_class=0",
+                    "optim.batch_size=16",
+                ],
+            )
+        for name, config in cases.items():
+            measure(name, config, steps, root)
+
+
+if __name__ == "__main__":
+    main()
