@@ -177,3 +177,11 @@ def test_classifier_learns_synthetic_data(tmp_path) -> None:
     config = build_config("classifier", overrides=overrides)
     result = run_training(config, LocalStore(tmp_path / "out"), "learn", progress=False)
     assert result.metrics["val_acc"] >= 0.95, result.metrics
+
+
+def test_training_without_a_validation_split(tmp_path) -> None:
+    overrides = [*tiny_overrides(tmp_path, max_steps=4, every=2), "data.val_fraction=0.0"]
+    config = build_config("classifier", overrides=overrides)
+    result = run_training(config, LocalStore(tmp_path / "out"), "noval", progress=False)
+    assert result.status == "completed" and result.metrics == {}
+    assert committed_step(tmp_path / "out", "noval") == 4

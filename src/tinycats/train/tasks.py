@@ -67,6 +67,8 @@ def predict_logits(
         logits.append(model(normalize_images(images.to(device))).float().cpu())
         labels.append(y)
     model.train(was_training)
+    if not labels:  # an empty split (e.g. data.val_fraction = 0)
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
 
 
