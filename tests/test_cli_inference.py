@@ -1,0 +1,166 @@
+"""eval, predict, sample and export on small trained models, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinycats.config import build_config
+from tinycats.storage import LocalStore, RunRegistry
+from tinycats.train import run_training
+
+OXFORD_MINI = Path(
+    os.environ.get(
+        "TINYCATS_OXFORD_MINI",
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "oxford-cats-mini",
+    )
+)
+
+
+def tinycats(*args: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinycats", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clf") / "out"
+    config = build_config(
+        "classifier",
+        overrides=[
+            "data.image_size=32",
+            "data.synthetic_classes=4",
+            "data.synthetic_per_class=48",
+            "optim.batch_size=16",
+            "optim.max_steps=60",
+            "optim.warmup_steps=5",
+            "optim.lr=0.002",
+            "checkpoint.every_steps=30",
+        ],
+    )
+    run_training(config, LocalStore(out), "clf", progress=False)
+    return out
+
+
+def test_eval_reports_accuracy_confusion_and_updates_the_run(classifier_run) -> None:
+    result = tinycats("eval", "clf", "--split", "test", "--json", out=classifier_run)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["top1"] >= 0.9 and report["top3"] >= report["top1"]
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (4, 4) and confusion.sum() == report["n"]
+    assert np.trace(confusion) / report["n"] == pytest.approx(report["top1"])
+    assert Path(report["confusion_png"]).is_file()
+    record = RunRegistry(LocalStore(classifier_run)).get("clf")
+    assert record["eval"]["test"]["top1"] == pytest.approx(report["top1"])
+
+
+def test_predict_names_the_drawn_class(classifier_run, tmp_path) -> None:
+    from tinycats.data import render_synthetic, synthetic_class_names
+
+    names = synthetic_class_names(4)
+    paths = []
+    for label in range(4):
+        image = render_synthetic(label, 1000 + label, 40, seed=0, split="test")
+        path = tmp_path / f"class{label}.webp"  # any format PIL reads
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    result = tinycats("predict", "clf", *map(str, paths), "--json", out=classifier_run)
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    assert [p["top"][0]["breed"] for p in predictions] == names
+    assert all(len(p["top"]) == 3 for p in predictions)
+    assert all(abs(sum(t["probability"] for t in p["top"]) - 1) < 0.2 for p in predictions)
+
+
+def test_predict_on_a_corrupt_image_is_one_line_exit_2(classifier_run, tmp_path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = tinycats("predict", "clf", str(bad), out=classifier_run)
+    assert result.returncode == 2
+    assert "cannot read image" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_onnx_matches_pytorch(classifier_run, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    target = tmp_path / "model.onnx"
+    result = tinycats("export", "onnx", "clf", "-o", str(target), "--json", out=classifier_run)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert target.is_file() and summary["max_abs_diff"] <= 1e-4
+
+
+def test_sample_rejects_unknown_breed_listing_valid_ones(tmp_path) -> None:
+    out = tmp_path / "out"
+    config = build_config(
+        "dit",
+        overrides=[
+            "data.synthetic_classes=3",
+            "data.synthetic_per_class=16",
+            "dit.width=32",
+            "dit.depth=1",
+            "dit.preview_per_class=0",
+            "optim.batch_size=8",
+            "optim.max_steps=2",
+        ],
+    )
+    run_training(config, LocalStore(out), "gen", progress=False)
+    bad = tinycats("sample", "gen", "--breed", "Tabby", out=out)
+    assert bad.returncode == 2
+    assert "unknown breed 'Tabby'" in bad.stderr and "00_circle_plain" in bad.stderr
+
+    grid = tmp_path / "grid.png"
+    args = ("sample", "gen", "--n", "2", "--steps", "3", "--seed", "5", "-o", str(grid))
+    assert tinycats(*args, out=out).returncode == 0
+    first = np.asarray(Image.open(grid))
+    assert tinycats(*args, out=out).returncode == 0
+    assert np.array_equal(first, np.asarray(Image.open(grid)))  # deterministic for a seed
+    assert 3 * 32 <= first.shape[0] < 4 * 32  # one row per class (plus padding)
+
+
+def test_eval_of_an_unknown_run_is_one_line_exit_2(tmp_path) -> None:
+    result = tinycats("eval", "nope", out=tmp_path / "empty")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (OXFORD_MINI / "annotations" / "list.txt").is_file(),
+    reason=f"oxford-cats-mini not found at {OXFORD_MINI} (set TINYCATS_OXFORD_MINI)",
+)
+def test_real_photos_train_and_evaluate_end_to_end(tmp_path) -> None:
+    out = tmp_path / "out"
+    train = tinycats(
+        "train",
+        "classifier",
+        "--data",
+        str(OXFORD_MINI),
+        "--run-id",
+        "real",
+        "--max-steps",
+        "30",
+        "--set",
+        "data.image_size=64",
+        "--set",
+        "optim.batch_size=32",
+        "--no-progress",
+        "--json",
+        out=out,
+    )
+    assert train.returncode == 0, train.stderr
+    assert json.loads(train.stdout)["status"] == "completed"
+    evaluation = tinycats("eval", "real", "--split", "test", "--json", out=out)
+    assert evaluation.returncode == 0, evaluation.stderr
+    report = json.loads(evaluation.stdout)
+    assert report["n"] == 236 and len(report["classes"]) == 12
+    assert report["top3"] > 3 / 12  # better than chance after 30 steps
