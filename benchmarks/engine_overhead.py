@@ -55,8 +55,9 @@ def bare_seconds(config: TrainConfig, root: Path, steps: int) -> float:
 
 def measure(name: str, config: TrainConfig, steps: int, root: Path) -> dict[str, float]:
     # Marginal cost of `steps` steps: T(2N) - T(N) cancels set-up and the final save.
-    engine = engine_seconds(config, root, 2 * steps, f"{name}-2n") - engine_seconds(
-        config, root, steps, f"{name}-n"
+    run_id = name.replace(" ", "-")
+    engine = engine_seconds(config, root, 2 * steps, f"{run_id}-2n") - engine_seconds(
+        config, root, steps, f"{run_id}-n"
     )
     bare = bare_seconds(config, root, steps)
     bare = min(bare, bare_seconds(config, root, steps))  # best of two: noise only adds

@@ -103,6 +103,10 @@ class ClassifierConfig(_Section):
         "", description="'' (from scratch), 'imagenet', or a .pth/.safetensors path"
     )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0, description="Beta(a, a) mixing; 0 = off")
+    cutmix_alpha: float = Field(
+        0.0, ge=0.0, le=10.0, description="Beta(a, a) box pasting; 0 = off (both on: one per batch)"
+    )
 
 
 class DiTConfig(_Section):

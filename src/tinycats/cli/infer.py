@@ -51,11 +51,11 @@ def eval_command(
 
     table = Table(title=f"{report.run_id} · {report.split} · {report.n} images · {report.data}")
     table.add_column("true \\ predicted")
-    for name in report.classes:
-        table.add_column(name[:6], justify="right")
+    for index in range(len(report.classes)):  # numbers: 12 breed names do not fit 80 columns
+        table.add_column(str(index), justify="right")
     table.add_column("acc", justify="right")
-    for name, row in zip(report.classes, report.confusion, strict=True):
-        table.add_row(name, *map(str, row), f"{report.per_class[name]:.2f}")
+    for index, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True)):
+        table.add_row(f"{index} {name}", *map(str, row), f"{report.per_class[name]:.2f}")
     console.print(table)
     console.print(
         f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights)\n"

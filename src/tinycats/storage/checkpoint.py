@@ -596,15 +596,18 @@ class CheckpointManager:
 
 
 def _best_order(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
-    """Checkpoints best first, by the metric policy recorded in the newest manifest."""
+    """Checkpoints best first, by the metric policy recorded in the newest manifest.
+
+    A run without the metric at all (e.g. trained with no validation split) has no
+    "best": its checkpoints come newest first, so `best` then means the final weights.
+    """
     policy = read_meta(infos[-1].path)
     metric, mode = policy.get("best_metric", "val_acc"), policy.get("best_mode", "max")
     records = [CheckpointRecord(i.step, i.time, i.metrics.get(metric)) for i in infos]
     order = best_steps(records, len(records), mode)
     if not order:
-        raise CheckpointError(
-            f"no checkpoint in {infos[-1].path.parent} has the metric {metric!r}; use the latest"
-        )
+        log.info("no checkpoint of %s has %r; using the newest", infos[-1].path.parent, metric)
+        return sorted(infos, key=lambda i: i.step, reverse=True)
     by_step = {i.step: i for i in infos}
     return [by_step[s] for s in order]
 

@@ -72,6 +72,34 @@ def predict_logits(
     return torch.cat(logits), torch.cat(labels)
 
 
+def mix_batch(
+    x: torch.Tensor, mixup_alpha: float, cutmix_alpha: float
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """MixUp or CutMix a batch with a shuffled copy of itself (timm's recipe, per batch).
+
+    Returns the mixed images, the partner index of each image (None when off) and the
+    weight of the original labels. Draws from the global torch RNG, which the engine
+    saves, so resumed runs mix identically.
+    """
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return x, None, 1.0
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(()).item() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    lam = torch.distributions.Beta(alpha, alpha).sample().item()
+    partner = torch.randperm(x.shape[0]).to(x.device)
+    if not use_cutmix:
+        return lam * x + (1.0 - lam) * x[partner], partner, lam
+    height, width = x.shape[-2:]
+    cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
+    cy, cx = torch.randint(height, ()).item(), torch.randint(width, ()).item()
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    mixed = x.clone()
+    mixed[:, :, top:bottom, left:right] = x[partner][:, :, top:bottom, left:right]
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)  # the area actually pasted
+    return mixed, partner, lam
+
+
 class ClassifierTask:
     """Breed classification with label-smoothed cross-entropy."""
 
@@ -79,6 +107,8 @@ class ClassifierTask:
 
     def __init__(self, config: TrainConfig):
         self.label_smoothing = config.classifier.label_smoothing
+        self.mixup_alpha = config.classifier.mixup_alpha
+        self.cutmix_alpha = config.classifier.cutmix_alpha
 
     def build_model(
         self, config: TrainConfig, num_classes: int
@@ -88,8 +118,12 @@ class ClassifierTask:
     def loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(normalize_images(images))  # (B, num_classes)
+        x, partner, lam = mix_batch(normalize_images(images), self.mixup_alpha, self.cutmix_alpha)
+        logits = model(x)  # (B, num_classes)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if partner is not None:
+            mixed = F.cross_entropy(logits, labels[partner], label_smoothing=self.label_smoothing)
+            loss = lam * loss + (1.0 - lam) * mixed
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return loss, {"acc": accuracy.detach()}
 
