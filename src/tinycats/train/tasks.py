@@ -100,7 +100,18 @@ def mix_batch(
     return mixed, partner, lam
 
 
-class ClassifierTask:
+class _FactoryModel:
+    """Tasks build their model through the uniform factory, by task name."""
+
+    name: str
+
+    def build_model(
+        self, config: TrainConfig, num_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        return create_model(self.name, config, num_classes)
+
+
+class ClassifierTask(_FactoryModel):
     """Breed classification with label-smoothed cross-entropy."""
 
     name = "classifier"
@@ -109,11 +120,6 @@ class ClassifierTask:
         self.label_smoothing = config.classifier.label_smoothing
         self.mixup_alpha = config.classifier.mixup_alpha
         self.cutmix_alpha = config.classifier.cutmix_alpha
-
-    def build_model(
-        self, config: TrainConfig, num_classes: int
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        return create_model(self.name, config, num_classes)
 
     def loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -144,18 +150,13 @@ class ClassifierTask:
         return None
 
 
-class DiTTask:
+class DiTTask(_FactoryModel):
     """Class-conditional generation with rectified flow; previews are fixed-seed sample grids."""
 
     name = "dit"
 
     def __init__(self, config: TrainConfig):
         self.dit = config.dit
-
-    def build_model(
-        self, config: TrainConfig, num_classes: int
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        return create_model(self.name, config, num_classes)
 
     def loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
