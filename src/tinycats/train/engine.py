@@ -353,11 +353,15 @@ class Trainer:
                         status = "preempted"
                         break
             self.writer.wait()
-        except BaseException:
-            # A failed or killed run: whatever was committed stays; the record says so.
+        except BaseException as err:
+            # Whatever was committed stays; the record says how the run ended. A second
+            # Ctrl-C is an interruption the user can resume from, not a failure.
+            status = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
             with contextlib.suppress(Exception):
                 self.writer.close()
-                self.registry.finish(self.run_id, "failed", step=self.step)
+            with contextlib.suppress(Exception):
+                self.registry.finish(self.run_id, status, step=self.step, error=repr(err)[:500])
+                self.store.commit()
             raise
         self.writer.close()
         latest = self.checkpoints.latest()
