@@ -88,10 +88,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = [f"data.dir={json.dumps(str(root / 'data'))}", "data.synthetic_per_class=64"]
+        size = 32 if args.smoke else 64
         cases = {
-            "classifier resnet18 64px": build_config(
-                "classifier",
-                overrides=[*data, "data.image_size=32" if args.smoke else "data.image_size=64"],
+            f"classifier resnet18 {size}px": build_config(
+                "classifier", overrides=[*data, f"data.image_size={size}"]
             ),
             "dit test 32px": build_config(
                 "dit",
