@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from tinycats.config import TrainConfig
 from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset, resolve_data_root
-from tinycats.errors import CheckpointError
+from tinycats.errors import CheckpointError, ConfigError
 from tinycats.models import model_from_args
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
@@ -99,8 +99,6 @@ class EpochBatches:
         self.dataset = dataset
         self.batch_size = config.optim.batch_size
         if len(dataset) < self.batch_size:
-            from tinycats.errors import ConfigError
-
             raise ConfigError(
                 f"optim.batch_size={self.batch_size} is larger than the training split "
                 f"({len(dataset)} images); lower optim.batch_size"
