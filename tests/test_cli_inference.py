@@ -65,6 +65,14 @@ def test_eval_reports_accuracy_confusion_and_updates_the_run(classifier_run) -> 
     assert record["eval"]["test"]["top1"] == pytest.approx(report["top1"])
 
 
+def test_eval_at_another_resolution(classifier_run) -> None:
+    args = ("eval", "clf", "--split", "test", "--json")
+    trained = json.loads(tinycats(*args, out=classifier_run).stdout)
+    larger = json.loads(tinycats(*args, "--image-size", "48", out=classifier_run).stdout)
+    assert (trained["image_size"], larger["image_size"]) == (32, 48)
+    assert larger["n"] == trained["n"]
+
+
 def test_predict_names_the_drawn_class(classifier_run, tmp_path) -> None:
     from tinycats.data import render_synthetic, synthetic_class_names
 

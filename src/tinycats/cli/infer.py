@@ -35,6 +35,12 @@ def eval_command(
         str | None, typer.Option("--data", help="synthetic | oxford | PATH (default: the run's).")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size", min=16, help="Evaluate at this resolution (default: trained)."
+        ),
+    ] = None,
     out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:
@@ -43,7 +49,9 @@ def eval_command(
     from tinycats.train.evaluation import evaluate_classifier
 
     trained = _load(out, ref, "classifier")
-    report = evaluate_classifier(trained, LocalStore(out), data=data, split=split)
+    report = evaluate_classifier(
+        trained, LocalStore(out), data=data, split=split, image_size=image_size
+    )
     if json_:
         print_json(report.to_dict())
         return
