@@ -16,6 +16,7 @@ What makes resume bitwise exact on CPU:
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ from tinycats.train.state import capture_rng_state, restore_rng_state, seed_ever
 from tinycats.train.tasks import Task, make_task
 
 TRAIN_STATE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -224,7 +227,7 @@ class Trainer:
         self.resumed_from = self.step
         restore_rng_state(state["rng"])
         for path, reason in loaded.skipped:
-            print(f"skipped checkpoint {path}: {reason}")
+            log.warning("skipped checkpoint %s: %s", path, reason)
 
     def _state_snapshot(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
         """CPU copies of everything a resume needs, taken at a step boundary."""
