@@ -73,6 +73,14 @@ def test_eval_at_another_resolution(classifier_run) -> None:
     assert larger["n"] == trained["n"]
 
 
+def test_eval_with_mirror_tta(classifier_run) -> None:
+    args = ("eval", "clf", "--split", "test", "--json")
+    plain = json.loads(tinycats(*args, out=classifier_run).stdout)
+    tta = json.loads(tinycats(*args, "--tta", out=classifier_run).stdout)
+    assert (plain["tta_hflip"], tta["tta_hflip"]) == (False, True)
+    assert tta["n"] == plain["n"] and tta["top1"] >= 0.9
+
+
 def test_predict_names_the_drawn_class(classifier_run, tmp_path) -> None:
     from tinycats.data import render_synthetic, synthetic_class_names
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from tinycats.errors import ConfigError, TinycatsError
-from tinycats.models.classifier import ARCHS, create_classifier, normalize_images
+from tinycats.models.classifier import ARCHS, classify, create_classifier, normalize_images
 from tinycats.models.export import export_onnx
 
 
@@ -23,6 +23,20 @@ def test_each_arch_builds_with_the_right_head(arch: str, num_classes: int) -> No
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, num_classes)
+
+
+def test_mirror_tta_averages_an_image_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    model = create_classifier("resnet18", 5).eval()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        plain = classify(model, images)
+        mirrored = classify(model, images.flip(3))
+        tta = classify(model, images, hflip_tta=True)
+        tta_of_mirror = classify(model, images.flip(3), hflip_tta=True)
+    assert not torch.allclose(plain, mirrored, atol=1e-4)  # the model itself is not symmetric
+    torch.testing.assert_close(tta, (plain + mirrored) / 2)
+    torch.testing.assert_close(tta, tta_of_mirror)  # so the TTA prediction is
 
 
 def test_unknown_arch_names_the_choices() -> None:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from tinycats.config import build_config
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import PreemptionGuard, run_training
+from tinycats.train.engine import build_optimizer
 
 TINY = [
     "data.image_size=32",
@@ -162,7 +163,10 @@ def test_second_ctrl_c_interrupts_at_once() -> None:
             time.sleep(0.01)
 
 
-def test_classifier_learns_synthetic_data(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "optimizer", [["optim.lr=0.002"], ["optim.optimizer=sgd", "optim.lr=0.05", "optim.clip_grad=0"]]
+)
+def test_classifier_learns_synthetic_data(tmp_path, optimizer: list[str]) -> None:
     overrides = [
         "data.image_size=32",
         "data.synthetic_classes=4",
@@ -171,12 +175,23 @@ def test_classifier_learns_synthetic_data(tmp_path) -> None:
         "optim.batch_size=16",
         "optim.max_steps=60",
         "optim.warmup_steps=5",
-        "optim.lr=0.002",
+        *optimizer,
         "checkpoint.every_steps=60",
     ]
     config = build_config("classifier", overrides=overrides)
     result = run_training(config, LocalStore(tmp_path / "out"), "learn", progress=False)
     assert result.metrics["val_acc"] >= 0.95, result.metrics
+
+
+def test_sgd_is_nesterov_and_skips_decay_on_biases_and_norms() -> None:
+    config = build_config("classifier", overrides=["optim.optimizer=sgd", "optim.beta1=0.8"])
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optimizer = build_optimizer(model, config)
+    assert isinstance(optimizer, torch.optim.SGD)
+    decayed, plain = optimizer.param_groups
+    assert [p.ndim for p in decayed["params"]] == [4]  # the conv kernel only
+    assert (decayed["weight_decay"], plain["weight_decay"]) == (config.optim.weight_decay, 0.0)
+    assert decayed["nesterov"] and decayed["momentum"] == 0.8
 
 
 def test_training_without_a_validation_split(tmp_path) -> None:

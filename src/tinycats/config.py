@@ -107,6 +107,9 @@ class ClassifierConfig(_Section):
     cutmix_alpha: float = Field(
         0.0, ge=0.0, le=10.0, description="Beta(a, a) box pasting; 0 = off (both on: one per batch)"
     )
+    tta_hflip: bool = Field(
+        False, description="eval/predict average the logits of each image and its mirror"
+    )
 
 
 class DiTConfig(_Section):
@@ -141,9 +144,12 @@ class OptimConfig(_Section):
 
     batch_size: int = Field(32, ge=1, le=65536)
     max_steps: int = Field(200, ge=1, description="optimizer steps in the whole run")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="sgd = SGD with Nesterov momentum beta1"
+    )
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.05, ge=0.0, le=10.0)
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW's beta1, or SGD's momentum")
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     warmup_steps: int = Field(10, ge=0, description="linear warm-up (capped at max_steps)")
     schedule: Literal["cosine", "constant"] = "cosine"

@@ -41,6 +41,13 @@ def eval_command(
             "--image-size", min=16, help="Evaluate at this resolution (default: trained)."
         ),
     ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average each image with its mirror (default: the run's classifier.tta_hflip).",
+        ),
+    ] = None,
     out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:
@@ -50,7 +57,7 @@ def eval_command(
 
     trained = _load(out, ref, "classifier")
     report = evaluate_classifier(
-        trained, LocalStore(out), data=data, split=split, image_size=image_size
+        trained, LocalStore(out), data=data, split=split, image_size=image_size, hflip_tta=tta
     )
     if json_:
         print_json(report.to_dict())
@@ -66,7 +73,8 @@ def eval_command(
         table.add_row(f"{index} {name}", *map(str, row), f"{report.per_class[name]:.2f}")
     console.print(table)
     console.print(
-        f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights)\n"
+        f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights"
+        f"{', mirror TTA' if report.tta_hflip else ''})\n"
         f"confusion matrix: {report.confusion_png}",
         highlight=False,
     )

@@ -43,6 +43,17 @@ def normalize_images(x_uint8: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def classify(model: nn.Module, images_uint8: Tensor, *, hflip_tta: bool = False) -> Tensor:
+    """Logits of a batch of uint8 images; with `hflip_tta` the mean of the logits of each
+    image and its mirror (a cat breed does not change in a mirror, and averaging the two
+    views removes some of the noise of a model trained on few photos)."""
+    x = normalize_images(images_uint8)
+    logits = model(x)
+    if hflip_tta:
+        logits = (logits + model(x.flip(3))) / 2
+    return logits
+
+
 def create_classifier(
     arch: str, num_classes: int, pretrained: str = "", *, torch_home: Path | None = None
 ) -> nn.Module:

@@ -38,6 +38,7 @@ class EvalReport:
     split: str
     data: str
     image_size: int
+    tta_hflip: bool
     n: int
     top1: float
     top3: float
@@ -97,12 +98,14 @@ def evaluate_classifier(
     data: str | None = None,
     split: str = "test",
     image_size: int | None = None,
+    hflip_tta: bool | None = None,
 ) -> EvalReport:
     """Evaluate on a prepared dataset (the run's own, or `data`: synthetic|oxford|PATH).
 
     `image_size` evaluates at another resolution than training: random-resized-crop
     training makes objects look larger than a centre crop does, so testing somewhat
     above the training size often scores better (Touvron et al., FixRes, 2019).
+    `hflip_tta` (default: the run's classifier.tta_hflip) averages each image with its mirror.
     """
     data_config = trained.config.data.model_copy(update={"source": data} if data else {})
     prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
@@ -111,7 +114,9 @@ def evaluate_classifier(
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
     loader = DataLoader(dataset, batch_size=64, shuffle=False)
-    logits, labels = predict_logits(trained.model, loader, trained.device)
+    if hflip_tta is None:
+        hflip_tta = trained.config.classifier.tta_hflip
+    logits, labels = predict_logits(trained.model, loader, trained.device, hflip_tta=hflip_tta)
     top1, top3, per_class, confusion = classification_metrics(logits, labels, len(trained.classes))
 
     report_dir = store.root / "reports" / trained.run_id
@@ -124,6 +129,7 @@ def evaluate_classifier(
         split=split,
         data=data_config.source,
         image_size=size,
+        tta_hflip=hflip_tta,
         n=len(labels),
         top1=top1,
         top3=top3,
@@ -164,11 +170,13 @@ def predict_images(
     trained: TrainedModel, paths: list[Path], top_k: int = 3
 ) -> list[dict[str, Any]]:
     """Top-k breeds with probabilities for each image."""
-    from tinycats.models.classifier import normalize_images
+    from tinycats.models.classifier import classify
 
     batch = torch.stack([load_image_uint8(p, trained.config.data) for p in paths])
-    batch = batch.to(trained.device)
-    probs = trained.model(normalize_images(batch)).float().softmax(dim=1).cpu()
+    logits = classify(
+        trained.model, batch.to(trained.device), hflip_tta=trained.config.classifier.tta_hflip
+    )
+    probs = logits.float().softmax(dim=1).cpu()
     k = min(top_k, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     return [

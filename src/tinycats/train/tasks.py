@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from tinycats.config import TrainConfig
 from tinycats.models import create_model
-from tinycats.models.classifier import normalize_images
+from tinycats.models.classifier import classify, normalize_images
 from tinycats.models.flow import flow_matching_loss, sample, to_uint8
 from tinycats.models.grid import make_grid_image
 
@@ -57,14 +57,14 @@ class Task(Protocol):
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module, loader: DataLoader, device: torch.device, *, hflip_tta: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All logits and labels of a loader, on the CPU (model in eval mode)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for images, y in loader:
-        logits.append(model(normalize_images(images.to(device))).float().cpu())
+        logits.append(classify(model, images.to(device), hflip_tta=hflip_tta).float().cpu())
         labels.append(y)
     model.train(was_training)
     if not labels:  # an empty split (e.g. data.val_fraction = 0)
@@ -120,6 +120,7 @@ class ClassifierTask(_FactoryModel):
         self.label_smoothing = config.classifier.label_smoothing
         self.mixup_alpha = config.classifier.mixup_alpha
         self.cutmix_alpha = config.classifier.cutmix_alpha
+        self.hflip_tta = config.classifier.tta_hflip
 
     def loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
@@ -136,7 +137,7 @@ class ClassifierTask(_FactoryModel):
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device
     ) -> dict[str, float]:
-        logits, labels = predict_logits(model, loader, device)
+        logits, labels = predict_logits(model, loader, device, hflip_tta=self.hflip_tta)
         if len(labels) == 0:
             return {}
         return {
