@@ -73,6 +73,14 @@ def test_eval_at_another_resolution(classifier_run) -> None:
     assert larger["n"] == trained["n"]
 
 
+def test_eval_image_size_comes_from_the_classifier_config() -> None:
+    train = ["data.image_size=96"]
+    assert build_config("classifier", overrides=train).eval_image_size == 96
+    fixres = [*train, "classifier.eval_image_size=128"]
+    assert build_config("classifier", overrides=fixres).eval_image_size == 128
+    assert build_config("dit", overrides=fixres).eval_image_size == 96  # a classifier setting
+
+
 def test_eval_with_mirror_tta(classifier_run) -> None:
     args = ("eval", "clf", "--split", "test", "--json")
     plain = json.loads(tinycats(*args, out=classifier_run).stdout)

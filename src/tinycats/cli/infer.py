@@ -38,7 +38,9 @@ def eval_command(
     image_size: Annotated[
         int | None,
         typer.Option(
-            "--image-size", min=16, help="Evaluate at this resolution (default: trained)."
+            "--image-size",
+            min=16,
+            help="Evaluate at this resolution (default: the run's classifier.eval_image_size).",
         ),
     ] = None,
     tta: Annotated[
@@ -161,7 +163,7 @@ def export_onnx_command(
     from tinycats.models.export import export_onnx
 
     trained = _load(out, ref, "classifier")
-    max_diff = export_onnx(trained.model.cpu(), trained.config.data.image_size, output)
+    max_diff = export_onnx(trained.model.cpu(), trained.config.eval_image_size, output)
     if json_:
         print_json({"output": str(output), "max_abs_diff": max_diff, "classes": trained.classes})
     else:

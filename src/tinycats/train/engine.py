@@ -180,7 +180,9 @@ class Trainer:
         self.train_set = ShardDataset(
             prepared, "train", size, train=True, augment=augment, seed=config.seed, breeds=breeds
         )
-        self.val_set = ShardDataset(prepared, "val", size, train=False, breeds=breeds)
+        self.val_set = ShardDataset(
+            prepared, "val", config.eval_image_size, train=False, breeds=breeds
+        )
         self.classes = list(self.train_set.classes)
         self.batches = EpochBatches(self.train_set, config, self.device)
         self.val_loader = DataLoader(

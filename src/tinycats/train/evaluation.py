@@ -102,14 +102,12 @@ def evaluate_classifier(
 ) -> EvalReport:
     """Evaluate on a prepared dataset (the run's own, or `data`: synthetic|oxford|PATH).
 
-    `image_size` evaluates at another resolution than training: random-resized-crop
-    training makes objects look larger than a centre crop does, so testing somewhat
-    above the training size often scores better (Touvron et al., FixRes, 2019).
-    `hflip_tta` (default: the run's classifier.tta_hflip) averages each image with its mirror.
+    `image_size` and `hflip_tta` (mirror test-time augmentation) override the run's
+    TrainConfig.eval_image_size and classifier.tta_hflip.
     """
     data_config = trained.config.data.model_copy(update={"source": data} if data else {})
     prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
-    size = image_size or data_config.image_size
+    size = image_size or trained.config.eval_image_size
     dataset = ShardDataset(prepared, split, size, train=False, breeds=trained.classes)
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
@@ -151,7 +149,7 @@ def evaluate_classifier(
     return report
 
 
-def load_image_uint8(path: Path, data: DataConfig) -> torch.Tensor:
+def load_image_uint8(path: Path, data: DataConfig, size: int) -> torch.Tensor:
     """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image."""
     if not path.is_file():
         raise DataError(f"image {path} not found; check the path")
@@ -162,7 +160,7 @@ def load_image_uint8(path: Path, data: DataConfig) -> torch.Tensor:
             f"cannot read image {path} ({err.reason}); pass a JPEG, PNG or WebP"
         ) from None
     image = torch.from_numpy(square.copy()).permute(2, 0, 1)  # (3, stored, stored)
-    return TF.resize(image, [data.image_size, data.image_size], antialias=True)
+    return TF.resize(image, [size, size], antialias=True)
 
 
 @torch.no_grad()
@@ -172,9 +170,10 @@ def predict_images(
     """Top-k breeds with probabilities for each image."""
     from tinycats.models.classifier import classify
 
-    batch = torch.stack([load_image_uint8(p, trained.config.data) for p in paths])
+    config = trained.config
+    batch = torch.stack([load_image_uint8(p, config.data, config.eval_image_size) for p in paths])
     logits = classify(
-        trained.model, batch.to(trained.device), hflip_tta=trained.config.classifier.tta_hflip
+        trained.model, batch.to(trained.device), hflip_tta=config.classifier.tta_hflip
     )
     probs = logits.float().softmax(dim=1).cpu()
     k = min(top_k, probs.shape[1])
