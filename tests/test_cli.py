@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+
+from tinycats.config import build_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -97,3 +103,10 @@ def test_config_show_round_trips_through_toml(tmp_path) -> None:
     resolved = json.loads(again.stdout)
     assert resolved["optim"]["lr"] == 0.0002 and resolved["task"] == "dit"
     assert resolved["checkpoint"]["best_metric"] == "val_loss"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    task = tomllib.loads(path.read_text())["task"]
+    config = build_config(task, file=path)
+    assert config.task == task and config.optim.max_steps > 0

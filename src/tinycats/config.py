@@ -52,6 +52,8 @@ class AugmentConfig(_Section):
     crop_scale_min: float = Field(0.35, gt=0.0, le=1.0, description="RandomResizedCrop min area")
     hflip: bool = True
     color_jitter: float = Field(0.1, ge=0.0, le=1.0, description="brightness/contrast/saturation")
+    trivial_augment: bool = Field(False, description="one random op per image (TrivialAugment)")
+    erase_prob: float = Field(0.0, ge=0.0, le=1.0, description="random erasing probability")
 
 
 class DataConfig(_Section):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tinycats.config import AugmentConfig
+from tinycats.data.augment import random_erase, trivial_augment
 from tinycats.data.shards import SPLITS, load_manifest, open_shard
 from tinycats.errors import DataError
 
@@ -188,4 +189,8 @@ class ShardDataset(torch.utils.data.Dataset):
         image = resize_crop(hwc, box, self.image_size, flip=flip)  # (3, size, size)
         if self.augment.color_jitter > 0:
             image = color_jitter(image, self.augment.color_jitter, gen)
+        if self.augment.trivial_augment:
+            image = trivial_augment(image, gen)
+        if self.augment.erase_prob > 0:
+            image = random_erase(image, self.augment.erase_prob, gen)
         return image
