@@ -122,6 +122,7 @@ def test_export_onnx_matches_pytorch(classifier_run, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert target.is_file() and summary["max_abs_diff"] <= 1e-4
+    assert summary["image_size"] == 32  # the run's eval_image_size (its training size here)
 
 
 def test_sample_rejects_unknown_breed_listing_valid_ones(tmp_path) -> None:

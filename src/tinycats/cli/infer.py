@@ -163,8 +163,19 @@ def export_onnx_command(
     from tinycats.models.export import export_onnx
 
     trained = _load(out, ref, "classifier")
-    max_diff = export_onnx(trained.model.cpu(), trained.config.eval_image_size, output)
+    size = trained.config.eval_image_size
+    max_diff = export_onnx(trained.model.cpu(), size, output)
     if json_:
-        print_json({"output": str(output), "max_abs_diff": max_diff, "classes": trained.classes})
+        print_json(
+            {
+                "output": str(output),
+                "image_size": size,
+                "max_abs_diff": max_diff,
+                "classes": trained.classes,
+            }
+        )
     else:
-        console.print(f"wrote {output}; max abs diff vs PyTorch {max_diff:.2e}", highlight=False)
+        console.print(
+            f"wrote {output} (input {size}x{size} px); max abs diff vs PyTorch {max_diff:.2e}",
+            highlight=False,
+        )
