@@ -63,6 +63,10 @@ def test_eval_reports_accuracy_confusion_and_updates_the_run(classifier_run) -> 
     assert Path(report["confusion_png"]).is_file()
     record = RunRegistry(LocalStore(classifier_run)).get("clf")
     assert record["eval"]["test"]["top1"] == pytest.approx(report["top1"])
+    assert (record["eval"]["test"]["image_size"], record["eval"]["test"]["tta_hflip"]) == (
+        32,
+        False,
+    )
 
 
 def test_eval_at_another_resolution(classifier_run) -> None:

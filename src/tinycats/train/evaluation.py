@@ -143,7 +143,14 @@ def evaluate_classifier(
     except TinycatsError:  # a checkpoint copied here without its run record: report only
         record = None
     if record is not None:
-        result = {"top1": top1, "top3": top3, "n": len(labels), "data": data_config.source}
+        result = {
+            "top1": top1,
+            "top3": top3,
+            "n": len(labels),
+            "data": data_config.source,
+            "image_size": size,
+            "tta_hflip": hflip_tta,
+        }
         registry.update(trained.run_id, eval={**(record.get("eval") or {}), split: result})
     store.commit()
     return report
