@@ -15,6 +15,8 @@ from PIL import Image
 from tinycats.config import build_config
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import run_training
+from tinycats.train.evaluation import evaluate_classifier, predict_images
+from tinycats.train.inference import load_trained_model
 
 OXFORD_MINI = Path(
     os.environ.get(
@@ -83,6 +85,19 @@ def test_eval_image_size_comes_from_the_classifier_config() -> None:
     fixres = [*train, "classifier.eval_image_size=128"]
     assert build_config("classifier", overrides=fixres).eval_image_size == 128
     assert build_config("dit", overrides=fixres).eval_image_size == 96  # a classifier setting
+
+
+def test_eval_and_predict_default_to_the_runs_eval_image_size(classifier_run, tmp_path) -> None:
+    trained = load_trained_model(LocalStore(classifier_run), "clf")
+    trained.config.classifier.eval_image_size = 40
+    report = evaluate_classifier(trained, LocalStore(classifier_run), split="test")
+    assert report.image_size == 40 and report.n > 0
+    seen: list[tuple[int, ...]] = []
+    trained.model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    path = tmp_path / "cat.png"
+    Image.fromarray(np.full((50, 60, 3), 128, np.uint8)).save(path)
+    predict_images(trained, [path])
+    assert seen == [(1, 3, 40, 40)]
 
 
 def test_eval_with_mirror_tta(classifier_run) -> None:

@@ -53,9 +53,9 @@ def trivial_augment(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     uint8 (3, H, W) in and out. Tuning-free, and on small datasets trained from scratch
     it regularises much like hand-tuned RandAugment.
     """
-    op, level, sign = torch.randint(0, 2**31 - 1, (3,), generator=gen).tolist()
-    name = OPERATIONS[op % len(OPERATIONS)]
-    magnitude = (level % NUM_BINS) / (NUM_BINS - 1) * (1 if sign % 2 else -1)
+    op, level, sign = torch.rand(3, generator=gen).tolist()
+    name = OPERATIONS[int(op * len(OPERATIONS))]
+    magnitude = int(level * NUM_BINS) / (NUM_BINS - 1) * (1 if sign < 0.5 else -1)
     return _OPERATIONS[name](image, magnitude).contiguous()
 
 
