@@ -15,9 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from tinycats.config import build_config
+from tinycats.errors import ConfigError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import PreemptionGuard, run_training
-from tinycats.train.engine import build_optimizer
+from tinycats.train.engine import Trainer, build_optimizer
+from tinycats.train.schedule import train_image_size
 
 TINY = [
     "data.image_size=32",
@@ -86,9 +88,10 @@ def committed_step(out: Path, run_id: str) -> int:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
-    """An uninterrupted 40-step run, trained by the CLI in a subprocess."""
+    """An uninterrupted 40-step run, trained by the CLI in a subprocess. It grows its
+    training size from 16 to 32 px half-way, so resuming must also restore the size."""
     tmp = tmp_path_factory.mktemp("reference")
-    overrides = tiny_overrides(tmp, max_steps=40, every=4)
+    overrides = [*tiny_overrides(tmp, max_steps=40, every=4), "data.progressive_min_size=16"]
     proc = cli(*train_args("ref", overrides), out=tmp / "out")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -200,3 +203,43 @@ def test_training_without_a_validation_split(tmp_path) -> None:
     result = run_training(config, LocalStore(tmp_path / "out"), "noval", progress=False)
     assert result.status == "completed" and result.metrics == {}
     assert committed_step(tmp_path / "out", "noval") == 4
+
+
+def test_progressive_sizes_grow_in_multiples_of_32_over_the_ramp() -> None:
+    config = build_config(
+        "classifier",
+        overrides=["data.image_size=128", "data.progressive_min_size=64"],
+    )
+    progress = [0.0, 0.25, 0.3, 0.5, 0.7, 0.75, 1.0]
+    assert [train_image_size(p, config.data) for p in progress] == [64, 64, 64, 96, 128, 128, 128]
+    fixed = build_config("classifier", overrides=["data.image_size=112"])
+    assert {train_image_size(p, fixed.data) for p in progress} == {112}
+
+
+def test_training_batches_take_the_size_of_their_epoch_also_after_resume(tmp_path) -> None:
+    overrides = [*tiny_overrides(tmp_path, max_steps=40, every=40), "data.progressive_min_size=16"]
+    batches = Trainer(
+        build_config("classifier", overrides=overrides), LocalStore(tmp_path), "g"
+    ).batches
+    per_epoch = batches.batches_per_epoch
+    num_epochs = -(-40 // per_epoch)  # enough to cover the run's 40 steps
+    epochs = [[batches.next()[0].shape for _ in range(per_epoch)] for _ in range(num_epochs)]
+    assert epochs[0][0] == (8, 3, 16, 16) and epochs[-1][-1] == (8, 3, 32, 32)
+    assert all(len(set(shapes)) == 1 for shapes in epochs)  # the size changes between epochs
+
+    resumed = Trainer(build_config("classifier", overrides=overrides), LocalStore(tmp_path), "h")
+    resumed.batches.load_state_dict({"epoch": num_epochs - 1, "consumed": 1})
+    assert resumed.batches.next()[0].shape == epochs[-1][1]
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides", "message"),
+    [
+        ("classifier", ["data.image_size=64", "data.progressive_min_size=64"], "below image_size"),
+        ("classifier", ["data.progressive_ramp=[0.8, 0.2]"], "0 <= start <= end <= 1"),
+        ("dit", ["data.progressive_min_size=16"], "applies to the classifier only"),
+    ],
+)
+def test_bad_progressive_settings_are_named(task: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(task, overrides=overrides)

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
 from tinycats.errors import ConfigError
@@ -64,6 +71,16 @@ class DataConfig(_Section):
     )
     dir: str = Field("", description="where prepared shards live; empty = <out>/data")
     image_size: int = Field(64, ge=16, le=1024, description="train/eval resolution (pixels)")
+    progressive_min_size: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="classifier: training starts at this size and grows to image_size; 0 = off",
+    )
+    progressive_ramp: tuple[float, float] = Field(
+        (0.25, 0.75),
+        description="fractions of the run between which the training size grows",
+    )
     stored_scale: float = Field(
         1.125, ge=1.0, le=2.0, description="shards store the shorter side at this × image_size"
     )
@@ -90,6 +107,21 @@ class DataConfig(_Section):
         if len(set(breeds)) != len(breeds):
             raise ValueError("breeds are listed twice")
         return breeds
+
+    @model_validator(mode="after")
+    def _progressive_resizing(self) -> DataConfig:
+        if self.progressive_min_size and self.progressive_min_size >= self.image_size:
+            raise ValueError(
+                f"progressive_min_size={self.progressive_min_size} must be below "
+                f"image_size={self.image_size} (or 0 to train at one size)"
+            )
+        start, end = self.progressive_ramp
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(
+                f"progressive_ramp={list(self.progressive_ramp)} must be two fractions "
+                "0 <= start <= end <= 1"
+            )
+        return self
 
     @property
     def stored_size(self) -> int:
@@ -233,6 +265,15 @@ class TrainConfig(_Section):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     modal: ModalConfig = Field(default_factory=ModalConfig)
 
+    @model_validator(mode="after")
+    def _progressive_needs_classifier(self) -> TrainConfig:
+        if self.data.progressive_min_size and self.task != "classifier":
+            raise ValueError(
+                f"data.progressive_min_size applies to the classifier only; the {self.task} "
+                "is built for one resolution (set it to 0)"
+            )
+        return self
+
     @property
     def eval_image_size(self) -> int:
         """The resolution a classifier is judged at. Random-resized-crop training shows
@@ -276,10 +317,12 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "config"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"unknown config key {key!r}; see `tinycats config show` for valid keys"
     message = first["msg"].removeprefix("Value error, ")
+    if isinstance(first.get("input"), dict):  # a check across a section's keys
+        return f"invalid config section {key!r}: {message}" if key else f"invalid config: {message}"
     return f"invalid config value {key}={first.get('input')!r}: {message}"
 
 

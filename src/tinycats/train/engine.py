@@ -34,7 +34,7 @@ from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, S
 from tinycats.train.async_checkpoint import AsyncCheckpointer
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.progress import TrainProgress
-from tinycats.train.schedule import learning_rate
+from tinycats.train.schedule import learning_rate, train_image_size
 from tinycats.train.state import capture_rng_state, restore_rng_state, seed_everything
 from tinycats.train.tasks import Task, make_task
 
@@ -116,6 +116,8 @@ class EpochBatches:
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed),
         )
+        self.data = config.data
+        self.total_batches = config.optim.max_steps * config.optim.grad_accum
         self.epoch = 0
         self.consumed = 0  # batches of this epoch already handed to the loop
         self._iterator: Any = None
@@ -133,6 +135,11 @@ class EpochBatches:
 
     def _start_epoch(self) -> None:
         self.dataset.set_epoch(self.epoch)
+        # Per epoch, from the epoch alone: a resumed run trains at the same sizes.
+        size = train_image_size(self.epoch * self.batches_per_epoch / self.total_batches, self.data)
+        if size != self.dataset.image_size:
+            log.info("epoch %d: training at %d px", self.epoch, size)
+            self.dataset.image_size = size
         self.sampler.load_state_dict(
             {"epoch": self.epoch, "position": self.consumed * self.batch_size}
         )
