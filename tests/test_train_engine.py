@@ -95,6 +95,7 @@ def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
     proc = cli(*train_args("ref", overrides), out=tmp / "out")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+    assert "lr" in err and " 16 px" in err and " 32 px" in err  # the log shows the size
     return tmp, overrides, final_weights(tmp / "out", "ref")
 
 

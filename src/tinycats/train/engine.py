@@ -137,9 +137,7 @@ class EpochBatches:
         self.dataset.set_epoch(self.epoch)
         # Per epoch, from the epoch alone: a resumed run trains at the same sizes.
         size = train_image_size(self.epoch * self.batches_per_epoch / self.total_batches, self.data)
-        if size != self.dataset.image_size:
-            log.info("epoch %d: training at %d px", self.epoch, size)
-            self.dataset.image_size = size
+        self.dataset.image_size = size
         self.sampler.load_state_dict(
             {"epoch": self.epoch, "position": self.consumed * self.batch_size}
         )
@@ -351,7 +349,13 @@ class Trainer:
             with reporter:
                 while self.step < max_steps:
                     loss, extras = self.train_step()
-                    reporter.update(self.step, loss, extras, self.optimizer.param_groups[0]["lr"])
+                    reporter.update(
+                        self.step,
+                        loss,
+                        extras,
+                        self.optimizer.param_groups[0]["lr"],
+                        self.train_set.image_size if config.data.progressive_min_size else None,
+                    )
                     stop = self.guard.requested
                     at_end = self.step >= max_steps
                     if self.step % eval_every == 0 or at_end or stop:

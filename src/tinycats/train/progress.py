@@ -62,8 +62,15 @@ class TrainProgress:
         return self
 
     def update(
-        self, step: int, loss: torch.Tensor, extras: dict[str, torch.Tensor], lr: float
+        self,
+        step: int,
+        loss: torch.Tensor,
+        extras: dict[str, torch.Tensor],
+        lr: float,
+        image_size: int | None = None,
     ) -> None:
+        """Show the step's numbers; `image_size` when it changes during the run
+        (progressive resizing), since img/s and the ETA follow it."""
         if step % self.refresh_every and step != self.max_steps:
             return
         now = time.perf_counter()
@@ -72,6 +79,8 @@ class TrainProgress:
         parts = [f"loss {loss.item():.4f}"]
         parts += [f"{name} {value.item():.3f}" for name, value in extras.items()]
         parts += [f"lr {lr:.2e}", f"{rate:.0f} img/s"]
+        if image_size is not None:
+            parts.append(f"{image_size} px")
         stats = "  ".join(parts)
         if self._progress is not None:
             self._progress.update(self._task_id, completed=step, stats=stats)
