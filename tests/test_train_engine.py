@@ -18,7 +18,13 @@ from tinycats.config import build_config
 from tinycats.errors import ConfigError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import PreemptionGuard, run_training
-from tinycats.train.engine import Trainer, build_optimizer
+from tinycats.train.async_checkpoint import snapshot
+from tinycats.train.engine import (
+    Trainer,
+    autocast_dtype,
+    build_optimizer,
+    load_optimizer_state,
+)
 from tinycats.train.schedule import train_image_size
 
 TINY = [
@@ -196,6 +202,88 @@ def test_sgd_is_nesterov_and_skips_decay_on_biases_and_norms() -> None:
     assert [p.ndim for p in decayed["params"]] == [4]  # the conv kernel only
     assert (decayed["weight_decay"], plain["weight_decay"]) == (config.optim.weight_decay, 0.0)
     assert decayed["nesterov"] and decayed["momentum"] == 0.8
+
+
+def test_optimizers_are_fused_on_the_cpu() -> None:
+    model = torch.nn.Linear(3, 2)
+    for name in ("adamw", "sgd"):
+        config = build_config("classifier", overrides=[f"optim.optimizer={name}"])
+        assert build_optimizer(model, config).defaults["fused"] is True
+
+
+def test_restored_moments_take_their_channels_last_parameters_layout() -> None:
+    """A fused step on moments saved contiguous but restored beside channels-last
+    weights must equal the step the uninterrupted optimizer takes."""
+    config = build_config("classifier")
+
+    def conv() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+        model(x.contiguous(memory_format=torch.channels_last)).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    live = conv()
+    live_optimizer = build_optimizer(live, config)
+    step(live, live_optimizer)
+    saved = snapshot(live_optimizer.state_dict())  # contiguous copies, as in a checkpoint
+    assert saved["state"][0]["exp_avg"].is_contiguous()
+    resumed = conv()
+    resumed.load_state_dict(live.state_dict())
+    resumed_optimizer = build_optimizer(resumed, config)
+    load_optimizer_state(resumed_optimizer, saved)
+    assert resumed_optimizer.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
+    step(live, live_optimizer)
+    step(resumed, resumed_optimizer)
+    assert torch.equal(live.weight, resumed.weight)
+
+
+@pytest.mark.parametrize(
+    ("amp", "device", "expected"),
+    [
+        ("auto", "cpu", None),  # the default run is fp32 on every CPU
+        ("bf16", "cpu", torch.bfloat16),
+        ("fp16", "cpu", None),  # fp16 autocast is a CUDA feature
+        ("off", "cpu", None),
+        ("off", "cuda", None),
+        ("bf16", "cuda", torch.bfloat16),
+        ("fp16", "cuda", torch.float16),
+        ("auto", "mps", None),
+    ],
+)
+def test_autocast_dtype_per_device(amp: str, device: str, expected: torch.dtype | None) -> None:
+    assert autocast_dtype(amp, torch.device(device)) == expected
+
+
+def test_bf16_on_the_cpu_runs_the_forward_in_bf16_and_resumes_exactly(tmp_path) -> None:
+    overrides = [*tiny_overrides(tmp_path, max_steps=8, every=4), "optim.amp=bf16"]
+    config = build_config("classifier", overrides=overrides)
+    trainer = Trainer(config, LocalStore(tmp_path / "whole"), "whole", progress=False)
+    seen: list[torch.dtype] = []
+    trainer.model.conv1.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    trainer.fit()
+    assert set(seen) >= {torch.bfloat16}  # training steps (evaluation runs in fp32)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+    # Preempted after step 4 (the guard is set during the 4th training forward), resumed.
+    store, guard = LocalStore(tmp_path / "cut"), PreemptionGuard(signals=())
+    cut = Trainer(config, store, "cut", guard=guard, progress=False)
+    forwards: list[int] = []
+
+    def preempt_at_four(module: torch.nn.Module, _inputs: object, _out: object) -> None:
+        forwards.extend([1] if module.training else [])
+        if len(forwards) == 4:
+            guard.request("test")
+
+    cut.model.register_forward_hook(preempt_at_four)
+    assert cut.fit().status == "preempted" and committed_step(tmp_path / "cut", "cut") == 4
+    assert run_training(config, store, "cut", progress=False).resumed_from == 4
+    assert_bitwise_equal(
+        final_weights(tmp_path / "cut", "cut"), final_weights(tmp_path / "whole", "whole")
+    )
 
 
 def test_training_without_a_validation_split(tmp_path) -> None:

@@ -197,7 +197,8 @@ class OptimConfig(_Section):
     grad_accum: int = Field(1, ge=1, le=1024)
     clip_grad: float = Field(1.0, ge=0.0, description="max grad norm; 0 disables")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 on CUDA if supported else fp16; off on CPU"
+        "auto",
+        description="auto = bf16 on CUDA if supported else fp16, fp32 on CPU; bf16 also on CPU",
     )
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 disables EMA")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at checkpoints")

@@ -67,13 +67,37 @@ def select_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16), where oneDNN's
+    bf16 convolutions are fast; elsewhere they are emulated and slower than fp32."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision only on CUDA: bf16 where supported, else fp16 (with a grad scaler)."""
-    if device.type != "cuda" or amp == "off":
+    """The autocast dtype of the training forward pass, or None for plain fp32.
+
+    CUDA: bf16 where supported, else fp16 (with a grad scaler). CPU: only an explicit
+    `bf16`; `auto` stays fp32 there, so the default run means the same on every CPU, and
+    bf16 pays only on CPUs with bf16 units (ResNet-18 training 2.1-2.4x faster on two
+    Sapphire Rapids cores: benchmarks/amp_throughput.py).
+    """
+    if amp == "off":
         return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
+    if device.type == "cuda":
+        if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+    if device.type == "cpu" and amp == "bf16":
+        if not cpu_has_native_bf16():
+            log.warning(
+                "optim.amp=bf16 on a CPU without AMX/AVX512-BF16 is emulated and slower "
+                "than fp32; set optim.amp=off on this machine"
+            )
+        return torch.bfloat16
+    if amp != "auto":
+        log.info("optim.amp=%s has no effect on %s; training in fp32", amp, device.type)
+    return None
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -86,9 +110,33 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": decay, "weight_decay": optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # One fused kernel per step instead of a Python loop over ~60 tensors: the
+    # for-loop AdamW took 42 ms of a ResNet-18 step on two CPU cores, the fused one 20.
+    fused = {"fused": True} if _device_of(model).type in ("cpu", "cuda") else {}
     if optim.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.beta1, nesterov=optim.beta1 > 0)
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2))
+        return torch.optim.SGD(
+            groups, lr=optim.lr, momentum=optim.beta1, nesterov=optim.beta1 > 0, **fused
+        )
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2), **fused)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load saved optimizer state, with each moment laid out in memory like its parameter.
+
+    Checkpoints store contiguous tensors, but a channels-last conv weight has
+    channels-last moments while training. The fused kernels walk parameter, gradient
+    and moments as flat memory, so a moment in another layout would silently pair the
+    wrong elements; the for-loop optimizers only hid it by indexing per element.
+    """
+    optimizer.load_state_dict(state)
+    for param, param_state in optimizer.state.items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 class EpochBatches:
@@ -227,7 +275,7 @@ class Trainer:
         self.model.load_state_dict(loaded.weights["model"])
         if self.ema is not None and "ema" in loaded.weights:
             self.ema.load_state_dict(loaded.weights["ema"], num_updates=state["ema_updates"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["data"])
         self.step = int(state["step"])
@@ -310,7 +358,7 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             autocast = (
-                torch.autocast("cuda", dtype=self.amp_dtype)
+                torch.autocast(self.device.type, dtype=self.amp_dtype)
                 if self.amp_dtype is not None
                 else contextlib.nullcontext()
             )
