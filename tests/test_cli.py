@@ -92,6 +92,10 @@ def test_doctor_json_reports_versions_device_and_space(tmp_path) -> None:
     assert report["versions"]["torch"] != "not installed"
     assert report["out"]["free_gb"] > 0
     assert "modal_credentials" in report
+    cpuinfo = Path("/proc/cpuinfo")
+    if report["device"] == "cpu" and cpuinfo.exists():  # the kernel's view of the same units
+        flags = set(cpuinfo.read_text().split())
+        assert report["cpu_bf16"] == bool(flags & {"amx_tile", "avx512_bf16"})
 
 
 def test_config_show_round_trips_through_toml(tmp_path) -> None:

@@ -29,7 +29,14 @@ def _device() -> dict[str, Any]:
         }
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return {"device": "mps", "gpus": []}
-    return {"device": "cpu", "gpus": [], "threads": torch.get_num_threads()}
+    from tinycats.train.engine import cpu_has_native_bf16
+
+    return {
+        "device": "cpu",
+        "gpus": [],
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_native_bf16(),
+    }
 
 
 def _modal_credentials() -> str:
@@ -78,6 +85,13 @@ def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None
         table.add_row(package, version)
     gpus = ", ".join(report["gpus"])
     table.add_row("device", report["device"] + (f" ({gpus})" if gpus else ""))
+    if "cpu_bf16" in report:
+        table.add_row(
+            "cpu bf16 units",
+            "yes: optim.amp=bf16 trains ~2x faster"
+            if report["cpu_bf16"]
+            else "no: keep optim.amp=off (bf16 would be emulated)",
+        )
     table.add_row("modal credentials", report["modal_credentials"])
     table.add_row("output dir", f"{report['out']['path']} ({report['out']['free_gb']} GB free)")
     console.print(table)
