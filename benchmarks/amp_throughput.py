@@ -5,9 +5,10 @@ the same packed data), on this machine's device. On a CPU, bf16 autocast pays on
 the cores multiply bf16 in hardware (AMX / AVX512-BF16); the script says which this is.
 Each side is the marginal cost of N more steps (T(2N) - T(N)), the two sides alternate
 and the best of the rounds is kept, because a shared host's speed drifts by tens of
-percent within minutes. The optimizer step is timed alone too: fused vs for-loop AdamW.
+percent within minutes. The step time at 64 px against 128 px says what progressive
+resizing can save; the optimizer step is timed alone too: fused vs for-loop AdamW.
 
-    python benchmarks/amp_throughput.py              # 96 and 128 px, 10 steps per side
+    python benchmarks/amp_throughput.py              # 64, 96 and 128 px, 10 steps per side
     python benchmarks/amp_throughput.py --smoke      # a few steps at 32 px, to check it runs
 """
 
@@ -27,7 +28,8 @@ from tinycats.models.classifier import create_classifier
 from tinycats.train.engine import cpu_has_native_bf16, select_device
 
 
-def throughput(size: int, steps: int, rounds: int, root: Path) -> None:
+def throughput(size: int, steps: int, rounds: int, root: Path) -> dict[str, float]:
+    """Images per second through the engine at `size`, for amp off and bf16."""
     data = [f"data.dir={json.dumps(str(root / 'data'))}", "data.synthetic_per_class=64"]
     best: dict[str, float] = {}
     for round_ in range(rounds):
@@ -46,6 +48,7 @@ def throughput(size: int, steps: int, rounds: int, root: Path) -> None:
         f"bf16 {rate['bf16']:7.1f} img/s   bf16/fp32 = {rate['bf16'] / rate['off']:.2f}x",
         flush=True,
     )
+    return rate
 
 
 def optimizer_step_ms(fused: bool, repeats: int) -> float:
@@ -72,8 +75,16 @@ def main() -> None:
     print(f"native CPU bf16 (AMX/AVX512-BF16): {native}")
     steps, rounds = (2, 1) if args.smoke else (args.steps, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (32,) if args.smoke else (96, 128):
-            throughput(size, steps, rounds, Path(tmp))
+        sizes = (32, 64) if args.smoke else (64, 96, 128)
+        rates = {size: throughput(size, steps, rounds, Path(tmp)) for size in sizes}
+    # Progressive resizing pays off only as far as a small step is really cheaper.
+    small, large = sizes[0], sizes[-1]
+    print(
+        f"step time at {small} px / at {large} px (pixels: {(small / large) ** 2:.2f}x): "
+        + "   ".join(
+            f"{amp} {rates[large][amp] / rates[small][amp]:.2f}x" for amp in ("off", "bf16")
+        )
+    )
     repeats = 2 if args.smoke else 20
     loop, fused = optimizer_step_ms(False, repeats), optimizer_step_ms(True, repeats)
     print(
