@@ -6,7 +6,9 @@ the cores multiply bf16 in hardware (AMX / AVX512-BF16); the script says which t
 Each side is the marginal cost of N more steps (T(2N) - T(N)), the two sides alternate
 and the best of the rounds is kept, because a shared host's speed drifts by tens of
 percent within minutes. The step time at 64 px against 128 px says what progressive
-resizing can save; the optimizer step is timed alone too: fused vs for-loop AdamW.
+resizing can save, and batches of 32 and 64 split a bf16 step into what every step
+costs and what each image adds; the optimizer step is timed alone too: fused vs
+for-loop AdamW.
 
     python benchmarks/amp_throughput.py              # 64, 96 and 128 px, 10 steps per side
     python benchmarks/amp_throughput.py --smoke      # a few steps at 32 px, to check it runs
@@ -28,19 +30,29 @@ from tinycats.models.classifier import create_classifier
 from tinycats.train.engine import cpu_has_native_bf16, select_device
 
 
+def marginal_seconds(size: int, amp: str, batch: int, steps: int, root: Path, tag: str) -> float:
+    """Seconds `steps` more engine steps cost at `size` px, `batch` images each."""
+    config = build_config(
+        "classifier",
+        overrides=[
+            f"data.dir={json.dumps(str(root / 'data'))}",
+            "data.synthetic_per_class=64",
+            f"data.image_size={size}",
+            f"optim.amp={amp}",
+            f"optim.batch_size={batch}",
+        ],
+    )
+    return engine_seconds(config, root, 2 * steps, f"{tag}-2n") - engine_seconds(
+        config, root, steps, f"{tag}-n"
+    )
+
+
 def throughput(size: int, steps: int, rounds: int, root: Path) -> dict[str, float]:
     """Images per second through the engine at `size`, for amp off and bf16."""
-    data = [f"data.dir={json.dumps(str(root / 'data'))}", "data.synthetic_per_class=64"]
     best: dict[str, float] = {}
     for round_ in range(rounds):
         for amp in ("off", "bf16"):
-            config = build_config(
-                "classifier", overrides=[*data, f"data.image_size={size}", f"optim.amp={amp}"]
-            )
-            tag = f"{amp}-{size}-{round_}"
-            seconds = engine_seconds(config, root, 2 * steps, f"{tag}-2n") - engine_seconds(
-                config, root, steps, f"{tag}-n"
-            )
+            seconds = marginal_seconds(size, amp, 32, steps, root, f"{amp}-{size}-{round_}")
             best[amp] = min(best.get(amp, float("inf")), seconds)
     rate = {amp: steps * 32 / seconds for amp, seconds in best.items()}
     print(
@@ -49,6 +61,28 @@ def throughput(size: int, steps: int, rounds: int, root: Path) -> dict[str, floa
         flush=True,
     )
     return rate
+
+
+def step_cost(size: int, steps: int, rounds: int, root: Path) -> None:
+    """Split a bf16 step into a per-step part and a per-image part, from batches of 32
+    and 64: T(b) = fixed + b * per_image. The fixed part (weight casts and layout
+    reorders, the weight gradients of the 512-channel convolutions, the optimizer) does
+    not shrink with the image, which is why small images are not proportionally cheaper."""
+    best = {32: float("inf"), 64: float("inf")}
+    for round_ in range(rounds):
+        for batch in best:
+            seconds = marginal_seconds(
+                size, "bf16", batch, steps, root, f"b{batch}-{size}-{round_}"
+            )
+            best[batch] = min(best[batch], seconds / steps)
+    per_image = (best[64] - best[32]) / 32
+    fixed = best[32] - 32 * per_image
+    print(
+        f"bf16 step at {size:>3}px: batch 32 {best[32] * 1000:.0f} ms, batch 64 "
+        f"{best[64] * 1000:.0f} ms: an image costs {best[64] / (2 * best[32]):.2f}x as much "
+        f"in a batch of 64 ({fixed * 1000:.0f} ms per step + {per_image * 1000:.1f} ms per image)",
+        flush=True,
+    )
 
 
 def optimizer_step_ms(fused: bool, repeats: int) -> float:
@@ -77,6 +111,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sizes = (32, 64) if args.smoke else (64, 96, 128)
         rates = {size: throughput(size, steps, rounds, Path(tmp)) for size in sizes}
+        for size in (sizes[0], sizes[-1]):
+            step_cost(size, steps, rounds, Path(tmp))
     # Progressive resizing pays off only as far as a small step is really cheaper.
     small, large = sizes[0], sizes[-1]
     print(
