@@ -29,6 +29,8 @@ from tinycats.config import build_config
 from tinycats.models.classifier import create_classifier
 from tinycats.train.engine import cpu_has_native_bf16, select_device
 
+BATCH = 32
+
 
 def marginal_seconds(size: int, amp: str, batch: int, steps: int, root: Path, tag: str) -> float:
     """Seconds `steps` more engine steps cost at `size` px, `batch` images each."""
@@ -52,9 +54,9 @@ def throughput(size: int, steps: int, rounds: int, root: Path) -> dict[str, floa
     best: dict[str, float] = {}
     for round_ in range(rounds):
         for amp in ("off", "bf16"):
-            seconds = marginal_seconds(size, amp, 32, steps, root, f"{amp}-{size}-{round_}")
+            seconds = marginal_seconds(size, amp, BATCH, steps, root, f"{amp}-{size}-{round_}")
             best[amp] = min(best.get(amp, float("inf")), seconds)
-    rate = {amp: steps * 32 / seconds for amp, seconds in best.items()}
+    rate = {amp: steps * BATCH / seconds for amp, seconds in best.items()}
     print(
         f"classifier resnet18 {size:>3}px  fp32 {rate['off']:7.1f} img/s   "
         f"bf16 {rate['bf16']:7.1f} img/s   bf16/fp32 = {rate['bf16'] / rate['off']:.2f}x",
@@ -64,23 +66,27 @@ def throughput(size: int, steps: int, rounds: int, root: Path) -> dict[str, floa
 
 
 def step_cost(size: int, steps: int, rounds: int, root: Path) -> None:
-    """Split a bf16 step into a per-step part and a per-image part, from batches of 32
-    and 64: T(b) = fixed + b * per_image. The fixed part (weight casts and layout
-    reorders, the weight gradients of the 512-channel convolutions, the optimizer) does
-    not shrink with the image, which is why small images are not proportionally cheaper."""
-    best = {32: float("inf"), 64: float("inf")}
+    """Split a bf16 step into a per-step part and a per-image part, from batches of
+    BATCH and twice that: T(b) = fixed + b * per_image. The fixed part (weight casts and
+    layout reorders, the weight gradients of the 512-channel convolutions, the
+    optimizer) does not shrink with the image, which is why small images are not
+    proportionally cheaper."""
+    small, large = BATCH, 2 * BATCH
+    best = {small: float("inf"), large: float("inf")}
     for round_ in range(rounds):
         for batch in best:
             seconds = marginal_seconds(
                 size, "bf16", batch, steps, root, f"b{batch}-{size}-{round_}"
             )
             best[batch] = min(best[batch], seconds / steps)
-    per_image = (best[64] - best[32]) / 32
-    fixed = best[32] - 32 * per_image
+    per_image = (best[large] - best[small]) / (large - small)
+    fixed = best[small] - small * per_image
+    relative = best[large] / large / (best[small] / small)
     print(
-        f"bf16 step at {size:>3}px: batch 32 {best[32] * 1000:.0f} ms, batch 64 "
-        f"{best[64] * 1000:.0f} ms: an image costs {best[64] / (2 * best[32]):.2f}x as much "
-        f"in a batch of 64 ({fixed * 1000:.0f} ms per step + {per_image * 1000:.1f} ms per image)",
+        f"bf16 step at {size:>3}px: batch {small} {best[small] * 1000:.0f} ms, batch {large} "
+        f"{best[large] * 1000:.0f} ms: an image costs {relative:.2f}x "
+        f"as much in a batch of {large} ({fixed * 1000:.0f} ms per step + "
+        f"{per_image * 1000:.1f} ms per image)",
         flush=True,
     )
 
