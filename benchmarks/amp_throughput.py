@@ -117,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sizes = (32, 64) if args.smoke else (64, 96, 128)
         rates = {size: throughput(size, steps, rounds, Path(tmp)) for size in sizes}
-        for size in (sizes[0], sizes[-1]):
+        for size in sizes:
             step_cost(size, steps, rounds, Path(tmp))
     # Progressive resizing pays off only as far as a small step is really cheaper.
     small, large = sizes[0], sizes[-1]
