@@ -82,11 +82,13 @@ def step_cost(size: int, steps: int, rounds: int, root: Path) -> None:
     per_image = (best[large] - best[small]) / (large - small)
     fixed = best[small] - small * per_image
     relative = best[large] / large / (best[small] / small)
+    # T(b) grows with b, so a negative per-step part means the host's load changed between the sides.
+    noise = "   NOISE: negative per-step part, rerun on a quiet machine" if fixed < 0 else ""
     print(
         f"bf16 step at {size:>3}px: batch {small} {best[small] * 1000:.0f} ms, batch {large} "
         f"{best[large] * 1000:.0f} ms: an image costs {relative:.2f}x "
         f"as much in a batch of {large} ({fixed * 1000:.0f} ms per step + "
-        f"{per_image * 1000:.1f} ms per image)",
+        f"{per_image * 1000:.1f} ms per image){noise}",
         flush=True,
     )
 
