@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tinycats.config import build_config
+from tinycats.errors import ConfigError
+from tinycats.models.classifier import normalize_images
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import run_training
 from tinycats.train.evaluation import evaluate_classifier, predict_images
@@ -100,6 +103,39 @@ def test_eval_and_predict_default_to_the_runs_eval_image_size(classifier_run, tm
     assert seen == [(1, 3, 40, 40)]
 
 
+def test_eval_and_predict_see_the_runs_central_crop(classifier_run, tmp_path) -> None:
+    trained = load_trained_model(LocalStore(classifier_run), "clf")
+    trained.config.classifier.eval_crop = 0.5
+    report = evaluate_classifier(trained, LocalStore(classifier_run), split="test")
+    assert report.crop == 0.5
+    assert RunRegistry(LocalStore(classifier_run)).get("clf")["eval"]["test"]["crop"] == 0.5
+    seen: list[torch.Tensor] = []
+    trained.model.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    photo = np.full((64, 64, 3), 255, np.uint8)
+    photo[8:56, 8:56] = 0  # a black centre (wider than the crop, past any resize blur)
+    path = tmp_path / "framed.png"
+    Image.fromarray(photo).save(path)
+    predict_images(trained, [path])
+    black = normalize_images(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    assert torch.equal(seen[0], black)  # only the central half reaches the model, no frame
+
+
+def test_eval_crop_option_overrides_the_run(classifier_run) -> None:
+    args = ("eval", "clf", "--split", "test", "--json")
+    whole = json.loads(tinycats(*args, out=classifier_run).stdout)
+    central = json.loads(tinycats(*args, "--crop", "0.75", out=classifier_run).stdout)
+    assert (whole["crop"], central["crop"]) == (1.0, 0.75) and central["n"] == whole["n"]
+    bad = tinycats(*args, "--crop", "0.2", out=classifier_run)
+    assert bad.returncode == 2 and "--crop" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_eval_crop_is_a_classifier_setting_within_range() -> None:
+    assert build_config("classifier", overrides=["classifier.eval_crop=0.8"]).eval_crop == 0.8
+    assert build_config("dit", overrides=["classifier.eval_crop=0.8"]).eval_crop == 1.0
+    with pytest.raises(ConfigError, match="eval_crop"):
+        build_config("classifier", overrides=["classifier.eval_crop=0.3"])
+
+
 def test_eval_with_mirror_tta(classifier_run) -> None:
     args = ("eval", "clf", "--split", "test", "--json")
     plain = json.loads(tinycats(*args, out=classifier_run).stdout)
@@ -142,6 +178,7 @@ def test_export_onnx_matches_pytorch(classifier_run, tmp_path) -> None:
     summary = json.loads(result.stdout)
     assert target.is_file() and summary["max_abs_diff"] <= 1e-4
     assert summary["image_size"] == 32  # the run's eval_image_size (its training size here)
+    assert summary["crop"] == 1.0
 
 
 def test_sample_rejects_unknown_breed_listing_valid_ones(tmp_path) -> None:

@@ -12,7 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from tinycats.config import AugmentConfig, DataConfig
 from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset
-from tinycats.data.dataset import color_jitter
+from tinycats.data.dataset import central_box, color_jitter
 from tinycats.errors import DataError
 
 
@@ -82,6 +82,21 @@ def test_eval_is_resize_of_stored_square(prepared: Path) -> None:
     # a 2× downscale with antialias is close to 2×2 average pooling
     pooled = torch.nn.functional.avg_pool2d(stored.float()[None], 2)[0]
     assert (ds[0][0].float() - pooled).abs().mean() < 3
+
+
+def test_eval_crop_is_the_resized_central_square(prepared: Path) -> None:
+    assert central_box(36, 36, 0.75) == (4, 4, 27, 27) and central_box(36, 36, 1.0) == (
+        0,
+        0,
+        36,
+        36,
+    )
+    whole = ShardDataset(prepared, "val", 18, train=False)
+    central = ShardDataset(prepared, "val", 18, train=False, eval_crop=0.5)
+    stored = whole.stored(0)  # (3, 36, 36)
+    assert torch.equal(central[0][0], stored[:, 9:27, 9:27])  # the central 18 px, unresized
+    assert not torch.equal(central[0][0], whole[0][0])
+    assert central[0][1] == whole[0][1]
 
 
 def test_breeds_filter_reindexes(prepared: Path) -> None:

@@ -150,6 +150,12 @@ class ClassifierConfig(_Section):
         le=4096,
         description="validate/eval/predict/export at this size; 0 = data.image_size",
     )
+    eval_crop: float = Field(
+        1.0,
+        ge=0.5,
+        le=1.0,
+        description="validate/eval/predict on the central fraction of each photo; 1 = all",
+    )
 
 
 class DiTConfig(_Section):
@@ -283,6 +289,11 @@ class TrainConfig(_Section):
         if self.task == "classifier" and self.classifier.eval_image_size:
             return self.classifier.eval_image_size
         return self.data.image_size
+
+    @property
+    def eval_crop(self) -> float:
+        """The central fraction of each photo a classifier is judged on (1.0 for other tasks)."""
+        return self.classifier.eval_crop if self.task == "classifier" else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-serialisable dict of every resolved value."""

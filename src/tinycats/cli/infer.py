@@ -43,6 +43,16 @@ def eval_command(
             help="Evaluate at this resolution (default: the run's classifier.eval_image_size).",
         ),
     ] = None,
+    crop: Annotated[
+        float | None,
+        typer.Option(
+            "--crop",
+            min=0.5,
+            max=1.0,
+            help="Evaluate on this central fraction of each photo (default: the run's "
+            "classifier.eval_crop).",
+        ),
+    ] = None,
     tta: Annotated[
         bool | None,
         typer.Option(
@@ -59,7 +69,13 @@ def eval_command(
 
     trained = _load(out, ref, "classifier")
     report = evaluate_classifier(
-        trained, LocalStore(out), data=data, split=split, image_size=image_size, hflip_tta=tta
+        trained,
+        LocalStore(out),
+        data=data,
+        split=split,
+        image_size=image_size,
+        crop=crop,
+        hflip_tta=tta,
     )
     if json_:
         print_json(report.to_dict())
@@ -75,7 +91,8 @@ def eval_command(
         table.add_row(f"{index} {name}", *map(str, row), f"{report.per_class[name]:.2f}")
     console.print(table)
     console.print(
-        f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights"
+        f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights, "
+        f"{report.image_size} px, central {report.crop:.0%}"
         f"{', mirror TTA' if report.tta_hflip else ''})\n"
         f"confusion matrix: {report.confusion_png}",
         highlight=False,
@@ -170,6 +187,7 @@ def export_onnx_command(
             {
                 "output": str(output),
                 "image_size": size,
+                "crop": trained.config.eval_crop,  # the preprocessing a consumer must repeat
                 "max_abs_diff": max_diff,
                 "classes": trained.classes,
             }

@@ -7,7 +7,7 @@ and a sampler that resumes mid-epoch.
     sampler = ResumableSampler(len(train), seed=cfg.seed)
 """
 
-from tinycats.data.dataset import ShardDataset
+from tinycats.data.dataset import ShardDataset, central_box, resize_crop
 from tinycats.data.images import SkippedImage, decode_image
 from tinycats.data.oxford import (
     OXFORD_ARCHIVES,
@@ -29,6 +29,7 @@ __all__ = [
     "ShardDataset",
     "ShardInfo",
     "SkippedImage",
+    "central_box",
     "decode_image",
     "download",
     "extract_once",
@@ -39,6 +40,7 @@ __all__ = [
     "prepare_dataset",
     "prepared_name",
     "render_synthetic",
+    "resize_crop",
     "resolve_data_root",
     "synthetic_class_names",
 ]

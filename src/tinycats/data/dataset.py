@@ -56,7 +56,17 @@ def random_resized_crop_box(
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
-    side = min(height, width)  # fallback: the central square, as torchvision does for ratio 1
+    return central_box(height, width, 1.0)  # fallback, as torchvision's for ratio 1
+
+
+def central_box(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the central square whose side is `fraction` of the shorter side.
+
+    Evaluating on the central part matches the framing of random-resized training crops,
+    which cover crop_scale_min..100% of the photo and so show the cat larger than a
+    whole-photo view does (timm's crop_pct; torchvision's 256 → 224 evaluation crop is
+    fraction 0.875)."""
+    side = max(1, round(min(height, width) * fraction))
     return (height - side) // 2, (width - side) // 2, side, side
 
 
@@ -107,9 +117,8 @@ class ShardDataset(torch.utils.data.Dataset):
     train=True: random resized crop to image_size, horizontal flip, light colour jitter,
     deterministic given (seed, epoch, index); call `set_epoch` before each epoch's
     iterator is created (DataLoader workers copy the dataset then, so persistent workers
-    would keep a stale epoch). train=False: the stored square (already the photo's
-    center crop) resized to image_size, so evaluation sees the same framing as the
-    scale≈1 train crops.
+    would keep a stale epoch). train=False: the central `eval_crop` of the stored square
+    (itself the photo's centre square) resized to image_size; 1.0 keeps the whole square.
     `breeds` keeps only those classes, relabelled 0..k-1 in the order given.
     """
 
@@ -123,12 +132,14 @@ class ShardDataset(torch.utils.data.Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         breeds: list[str] | None = None,
+        eval_crop: float = 1.0,
     ) -> None:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.prepared_dir = Path(prepared_dir)
         self.manifest = load_manifest(self.prepared_dir)
         self.split, self.image_size, self.train = split, image_size, train
+        self.eval_crop = eval_crop
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed, self.epoch = seed, 0
         self.classes = list(breeds) if breeds else list(self.manifest.classes)
@@ -180,7 +191,8 @@ class ShardDataset(torch.utils.data.Dataset):
             gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, i))
             image = self._augment(hwc, gen)
         else:
-            image = resize_crop(hwc, (0, 0, hwc.shape[0], hwc.shape[1]), self.image_size)
+            box = central_box(hwc.shape[0], hwc.shape[1], self.eval_crop)
+            image = resize_crop(hwc, box, self.image_size)
         return image.contiguous(), int(self.targets[i])
 
     def _augment(self, hwc: np.ndarray, gen: torch.Generator) -> torch.Tensor:

@@ -234,7 +234,12 @@ class Trainer:
             prepared, "train", size, train=True, augment=augment, seed=config.seed, breeds=breeds
         )
         self.val_set = ShardDataset(
-            prepared, "val", config.eval_image_size, train=False, breeds=breeds
+            prepared,
+            "val",
+            config.eval_image_size,
+            train=False,
+            breeds=breeds,
+            eval_crop=config.eval_crop,
         )
         self.classes = list(self.train_set.classes)
         self.batches = EpochBatches(self.train_set, config, self.device)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
@@ -20,8 +19,10 @@ from tinycats.config import DataConfig
 from tinycats.data import (
     ShardDataset,
     SkippedImage,
+    central_box,
     decode_image,
     prepare_dataset,
+    resize_crop,
     resolve_data_root,
 )
 from tinycats.errors import DataError, TinycatsError
@@ -38,6 +39,7 @@ class EvalReport:
     split: str
     data: str
     image_size: int
+    crop: float
     tta_hflip: bool
     n: int
     top1: float
@@ -98,17 +100,22 @@ def evaluate_classifier(
     data: str | None = None,
     split: str = "test",
     image_size: int | None = None,
+    crop: float | None = None,
     hflip_tta: bool | None = None,
 ) -> EvalReport:
     """Evaluate on a prepared dataset (the run's own, or `data`: synthetic|oxford|PATH).
 
-    `image_size` and `hflip_tta` (mirror test-time augmentation) override the run's
-    TrainConfig.eval_image_size and classifier.tta_hflip.
+    `image_size`, `crop` (the central fraction of each photo) and `hflip_tta` (mirror
+    test-time augmentation) override the run's classifier.eval_image_size, eval_crop and
+    tta_hflip.
     """
     data_config = trained.config.data.model_copy(update={"source": data} if data else {})
     prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
     size = image_size or trained.config.eval_image_size
-    dataset = ShardDataset(prepared, split, size, train=False, breeds=trained.classes)
+    crop = crop or trained.config.eval_crop
+    dataset = ShardDataset(
+        prepared, split, size, train=False, breeds=trained.classes, eval_crop=crop
+    )
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
     loader = DataLoader(dataset, batch_size=64, shuffle=False)
@@ -127,6 +134,7 @@ def evaluate_classifier(
         split=split,
         data=data_config.source,
         image_size=size,
+        crop=crop,
         tta_hflip=hflip_tta,
         n=len(labels),
         top1=top1,
@@ -149,6 +157,7 @@ def evaluate_classifier(
             "n": len(labels),
             "data": data_config.source,
             "image_size": size,
+            "crop": crop,
             "tta_hflip": hflip_tta,
         }
         registry.update(trained.run_id, eval={**(record.get("eval") or {}), split: result})
@@ -156,7 +165,7 @@ def evaluate_classifier(
     return report
 
 
-def load_image_uint8(path: Path, data: DataConfig, size: int) -> torch.Tensor:
+def load_image_uint8(path: Path, data: DataConfig, size: int, crop: float = 1.0) -> torch.Tensor:
     """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image."""
     if not path.is_file():
         raise DataError(f"image {path} not found; check the path")
@@ -166,8 +175,7 @@ def load_image_uint8(path: Path, data: DataConfig, size: int) -> torch.Tensor:
         raise DataError(
             f"cannot read image {path} ({err.reason}); pass a JPEG, PNG or WebP"
         ) from None
-    image = torch.from_numpy(square.copy()).permute(2, 0, 1)  # (3, stored, stored)
-    return TF.resize(image, [size, size], antialias=True)
+    return resize_crop(square, central_box(*square.shape[:2], crop), size)
 
 
 @torch.no_grad()
@@ -178,7 +186,8 @@ def predict_images(
     from tinycats.models.classifier import classify
 
     config = trained.config
-    batch = torch.stack([load_image_uint8(p, config.data, config.eval_image_size) for p in paths])
+    size, crop = config.eval_image_size, config.eval_crop
+    batch = torch.stack([load_image_uint8(p, config.data, size, crop) for p in paths])
     logits = classify(
         trained.model, batch.to(trained.device), hflip_tta=config.classifier.tta_hflip
     )
