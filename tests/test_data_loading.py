@@ -85,12 +85,8 @@ def test_eval_is_resize_of_stored_square(prepared: Path) -> None:
 
 
 def test_eval_crop_is_the_resized_central_square(prepared: Path) -> None:
-    assert central_box(36, 36, 0.75) == (4, 4, 27, 27) and central_box(36, 36, 1.0) == (
-        0,
-        0,
-        36,
-        36,
-    )
+    assert central_box(36, 36, 0.75) == (4, 4, 27, 27)
+    assert central_box(36, 36, 1.0) == (0, 0, 36, 36)
     whole = ShardDataset(prepared, "val", 18, train=False)
     central = ShardDataset(prepared, "val", 18, train=False, eval_crop=0.5)
     stored = whole.stored(0)  # (3, 36, 36)

@@ -165,8 +165,9 @@ def evaluate_classifier(
     return report
 
 
-def load_image_uint8(path: Path, data: DataConfig, size: int, crop: float = 1.0) -> torch.Tensor:
-    """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image."""
+def load_image_uint8(path: Path, data: DataConfig, size: int, crop: float) -> torch.Tensor:
+    """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image
+    (its central `crop`, resized to `size`)."""
     if not path.is_file():
         raise DataError(f"image {path} not found; check the path")
     try:
