@@ -25,6 +25,37 @@ def test_each_arch_builds_with_the_right_head(arch: str, num_classes: int) -> No
     assert logits.shape == (2, num_classes)
 
 
+def test_state_dict_names_are_torchvisions() -> None:
+    import torchvision
+
+    ours = create_classifier("resnet18", 12).state_dict()
+    theirs = torchvision.models.resnet18(num_classes=12).state_dict()
+    assert list(ours) == list(theirs)
+
+
+@pytest.mark.parametrize(("size", "small"), [(64, True), (128, True), (160, False)])
+def test_last_stage_runs_in_fp32_nchw_on_tiny_maps_under_cpu_autocast(
+    size: int, small: bool
+) -> None:
+    torch.manual_seed(0)
+    model = create_classifier("resnet18", 12).eval()
+    seen: dict[str, torch.Tensor] = {}
+    model.layer4.register_forward_hook(lambda _m, args, out: seen.update(x=args[0], out=out))
+    model.layer4[0].conv1.register_forward_hook(lambda _m, _a, out: seen.update(conv=out))
+    x = normalize_images(torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8))
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        model(x)
+    assert seen["conv"].dtype == (torch.float32 if small else torch.bfloat16)
+    assert seen["conv"].is_contiguous() == small
+    stage_input, stage_output = seen["x"], seen["out"]
+    with torch.no_grad():  # the stage alone without autocast: fp32 NCHW throughout
+        fp32 = model.layer4(stage_input.float().contiguous())
+    if small:
+        torch.testing.assert_close(stage_output, fp32, rtol=0, atol=0)
+    else:
+        assert not torch.equal(stage_output.float(), fp32)
+
+
 def test_mirror_tta_averages_an_image_and_its_mirror() -> None:
     torch.manual_seed(0)
     model = create_classifier("resnet18", 5).eval()

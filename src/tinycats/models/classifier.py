@@ -79,8 +79,33 @@ def create_classifier(
     elif pretrained:
         load_backbone(model, read_state_dict(Path(pretrained)), source=pretrained)
     # Channels-last convolutions run ~1.8x faster on this project's 2-core CPU
-    # (oneDNN), and are the fast path for AMP on recent GPUs too.
-    return model.to(memory_format=torch.channels_last)
+    # (oneDNN), and are the fast path for AMP on recent GPUs too; the last stage is the
+    # exception on a CPU when its maps are tiny (SmallMapStage).
+    model = model.to(memory_format=torch.channels_last)
+    model.layer4 = SmallMapStage(*model.layer4).to(memory_format=torch.contiguous_format)
+    return model
+
+
+class SmallMapStage(nn.Sequential):
+    """A ResNet stage that runs in fp32 and NCHW on a CPU when its maps are tiny.
+
+    At 64-128 px the last stage's maps are 2x2 to 4x4, so its convolutions do little
+    arithmetic on large weights: oneDNN's bf16 channels-last kernels then spend their
+    time casting and reordering weights, and a bf16 step of the whole ResNet-18 at 64 px
+    took ~1.3x as long as with this stage in fp32 NCHW (benchmarks/cpu_step_options.py).
+    Larger maps and GPUs take the ordinary path. A subclass of nn.Sequential
+    so the state-dict names (`layer4.0.conv1.weight`, ...) stay torchvision's.
+    """
+
+    MAX_INPUT_SIDE = 8
+    """Largest input map (in pixels per side) run in fp32: 128 px images give 8x8 here."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        small = x.shape[-1] <= self.MAX_INPUT_SIDE and x.shape[-2] <= self.MAX_INPUT_SIDE
+        if x.device.type != "cpu" or not small:
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x.float().contiguous())
 
 
 def _imagenet_state(arch: str, torch_home: Path | None) -> dict[str, Tensor] | None:
