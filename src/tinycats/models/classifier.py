@@ -101,8 +101,12 @@ class SmallMapStage(nn.Sequential):
     """Largest input map (in pixels per side) run in fp32: 128 px images give 8x8 here."""
 
     def forward(self, x: Tensor) -> Tensor:
-        small = x.shape[-1] <= self.MAX_INPUT_SIDE and x.shape[-2] <= self.MAX_INPUT_SIDE
-        if x.device.type != "cpu" or not small:
+        # Both paths compute the same function; a traced export (ONNX) takes the plain one.
+        if (
+            torch.jit.is_tracing()
+            or x.device.type != "cpu"
+            or max(x.shape[-2:]) > self.MAX_INPUT_SIDE
+        ):
             return super().forward(x)
         with torch.autocast("cpu", enabled=False):
             return super().forward(x.float().contiguous())
