@@ -91,8 +91,8 @@ class SmallMapStage(nn.Sequential):
 
     At 64-128 px the last stage's maps are 2x2 to 4x4, so its convolutions do little
     arithmetic on large weights: oneDNN's bf16 channels-last kernels then spend their
-    time casting and reordering weights, and a bf16 step of the whole ResNet-18 at 64 px
-    took ~1.3x as long as with this stage in fp32 NCHW (benchmarks/cpu_step_options.py).
+    time casting and reordering weights: with this stage in fp32 NCHW a bf16 step of the
+    whole ResNet-18 took 0.80x as long at 64 px (benchmarks/cpu_step_options.py).
     Larger maps and GPUs take the ordinary path. A subclass of nn.Sequential
     so the state-dict names (`layer4.0.conv1.weight`, ...) stay torchvision's.
     """
