@@ -63,11 +63,10 @@ def train_args(run_id: str, overrides: list[str], resume: str = "auto") -> list[
 
 
 def final_weights(out: Path, run_id: str) -> dict[str, dict[str, torch.Tensor]]:
-    [run_dir] = (out / "checkpoints" / "classifier").glob(f"*/{run_id}")
-    latest = json.loads((run_dir / "latest.json").read_text())
-    step_dir = run_dir / Path(latest["path"]).name if "path" in latest else None
-    if step_dir is None or not step_dir.exists():
-        step_dir = max(run_dir.glob("step_*[0-9]"), key=lambda p: int(p.name[5:]))
+    """The weights `latest.json` points to. Not the highest-numbered folder: a run killed
+    mid-save leaves a `step_X.tmp-<uuid>` folder beside the published ones."""
+    [latest] = (out / "checkpoints" / "classifier").glob(f"*/{run_id}/latest.json")
+    step_dir = latest.parent / json.loads(latest.read_text())["dir"]
     return {name: load_file(step_dir / f"{name}.safetensors") for name in ("model", "ema")}
 
 
