@@ -88,9 +88,9 @@ def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None
     if "cpu_bf16" in report:
         table.add_row(
             "cpu bf16 units",
-            "yes: optim.amp=bf16 trains ~2x faster"
+            "yes: optim.amp=bf16 trains ~2x faster (configs/classifier-cpu.toml)"
             if report["cpu_bf16"]
-            else "no: keep optim.amp=off (bf16 would be emulated)",
+            else "no: keep optim.amp=off, bf16 is emulated (configs/classifier-cpu-fp32.toml)",
         )
     table.add_row("modal credentials", report["modal_credentials"])
     table.add_row("output dir", f"{report['out']['path']} ({report['out']['free_gb']} GB free)")

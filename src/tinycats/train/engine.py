@@ -91,8 +91,9 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and amp == "bf16":
         if not cpu_has_native_bf16():
             log.warning(
-                "optim.amp=bf16 on a CPU without AMX/AVX512-BF16 is emulated and slower "
-                "than fp32; set optim.amp=off on this machine"
+                "optim.amp=bf16 on a CPU without AMX/AVX512-BF16 is emulated, several times "
+                "slower than fp32; set optim.amp=off on this machine (the classifier "
+                "recipe for it: configs/classifier-cpu-fp32.toml)"
             )
         return torch.bfloat16
     if amp != "auto":
