@@ -381,7 +381,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -390,13 +390,50 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A config file as a raw dict, with the file it `extends` merged in beneath it.
+
+    `extends = "other.toml"` (relative to the file) lets a variant recipe state only
+    what it changes, so a fix to the base recipe reaches every variant. Bases may
+    extend further bases; a cycle or a base for another task is an error.
+    """
+    return _read_with_bases(Path(path), ())
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    here = path.resolve()
+    if here in chain:
+        cycle = " -> ".join(p.name for p in (*chain, here))
+        raise ConfigError(f"config file {path} extends itself ({cycle}); remove the cycle")
+    raw = _read_toml(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"'extends' in {path} must be a file name, got {base_name!r}")
+    base_path = path.parent / base_name
+    if not base_path.is_file():
+        raise ConfigError(
+            f"config file {path} extends {base_name!r}, but {base_path} does not exist; "
+            "fix the 'extends' path (it is relative to the file)"
+        )
+    base = _read_with_bases(base_path, (*chain, here))
+    if "task" in raw and "task" in base and raw["task"] != base["task"]:
+        raise ConfigError(
+            f"config file {path} is for task {raw['task']!r} but extends {base_name!r}, "
+            f"which is for task {base['task']!r}; extend a config of the same task"
+        )
+    return _deep_merge(base, raw)
+
+
 def build_config(
     task: str = "classifier",
     file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults → task defaults → `base` (a saved config) → file → overrides, validated.
+    """Defaults → task defaults → `base` (a saved config) → file (over the files it
+    extends) → overrides, validated.
 
     Raises ConfigError with a one-line message on any invalid key or value.
     """
@@ -406,7 +443,7 @@ def build_config(
     if base:
         raw = _deep_merge(raw, base)
     if file is not None:
-        from_file = read_toml(file)
+        from_file = read_config_file(file)
         file_task = from_file.get("task", task)
         if file_task != task:
             raise ConfigError(f"config file {file} is for task {file_task!r}, not {task!r}")

@@ -40,14 +40,14 @@ VolumeOption = Annotated[
 def _layered(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
     """(resolved TrainConfig, the user's layer): the layer is the file plus --set and flags,
     which a resumed run applies on top of its saved config in the container."""
-    from tinycats.config import apply_overrides, build_config, read_toml
+    from tinycats.config import apply_overrides, build_config, read_config_file
 
     overrides = [
         *(set_ or []),
         *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None),
     ]
     resolved = build_config(task, config, overrides)  # validate everything here, before Modal
-    layer = apply_overrides(read_toml(config) if config else {}, overrides)
+    layer = apply_overrides(read_config_file(config) if config else {}, overrides)
     return resolved, layer
 
 

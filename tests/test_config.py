@@ -1,0 +1,92 @@
+"""Config files: `extends` merges a base recipe beneath a variant, and its mistakes are clear."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinycats.config import build_config, read_config_file
+from tinycats.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_extends_merges_base_beneath_the_variant(tmp_path: Path) -> None:
+    write(
+        tmp_path / "base.toml",
+        'task = "classifier"\n[optim]\nlr = 0.01\nmax_steps = 500\n[classifier]\nmixup_alpha = 0.2\n',
+    )
+    variant = write(tmp_path / "variant.toml", 'extends = "base.toml"\n[optim]\nmax_steps = 100\n')
+    config = build_config("classifier", variant)
+    assert config.optim.max_steps == 100  # the variant wins
+    assert config.optim.lr == 0.01  # the base fills in the rest, section by section
+    assert config.classifier.mixup_alpha == 0.2
+    assert "extends" not in read_config_file(variant)  # consumed, never validated as a key
+
+
+def test_extends_is_relative_to_the_file_and_chains(tmp_path: Path) -> None:
+    write(tmp_path / "recipes" / "root.toml", "[optim]\nlr = 0.5\nwarmup_steps = 7\n")
+    write(tmp_path / "recipes" / "mid.toml", 'extends = "root.toml"\n[optim]\nlr = 0.25\n')
+    leaf = write(tmp_path / "leaf.toml", 'extends = "recipes/mid.toml"\nseed = 3\n')
+    config = build_config("classifier", leaf)
+    assert (config.optim.lr, config.optim.warmup_steps, config.seed) == (0.25, 7, 3)
+
+
+def test_overrides_still_win_over_every_file(tmp_path: Path) -> None:
+    write(tmp_path / "base.toml", "[optim]\nlr = 0.5\n")
+    variant = write(tmp_path / "variant.toml", 'extends = "base.toml"\n')
+    assert build_config("classifier", variant, ["optim.lr=0.125"]).optim.lr == 0.125
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"a.toml": 'extends = "missing.toml"\n'}, "extends 'missing.toml'"),
+        (
+            {"a.toml": 'extends = "b.toml"\n', "b.toml": 'extends = "a.toml"\n'},
+            "a.toml -> b.toml -> a.toml",
+        ),
+        ({"a.toml": 'extends = "a.toml"\n'}, "extends itself"),
+        ({"a.toml": "extends = 3\n"}, "must be a file name"),
+        (
+            {"a.toml": 'task = "classifier"\nextends = "d.toml"\n', "d.toml": 'task = "dit"\n'},
+            "task 'dit'",
+        ),
+        ({"a.toml": 'extends = "b.toml"\n', "b.toml": "[optim\n"}, "not valid TOML"),
+    ],
+)
+def test_bad_extends_is_a_config_error(
+    tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(ConfigError) as err:
+        build_config("classifier", tmp_path / "a.toml")
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed() -> None:
+    bf16 = build_config("classifier", CONFIGS / "classifier-cpu.toml").to_dict()
+    fp32 = build_config("classifier", CONFIGS / "classifier-cpu-fp32.toml").to_dict()
+    changed = {
+        (section, key)
+        for section, values in bf16.items()
+        if isinstance(values, dict)
+        for key in values
+        if values[key] != fp32[section][key]
+    }
+    assert changed == {
+        ("classifier", "cutmix_alpha"),
+        ("classifier", "mixup_alpha"),
+        ("optim", "amp"),
+        ("optim", "max_steps"),
+        ("optim", "warmup_steps"),
+        ("optim", "ema_decay"),
+    }
