@@ -88,7 +88,7 @@ def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None
     if "cpu_bf16" in report:
         table.add_row(
             "cpu bf16 units",
-            "yes: optim.amp=bf16 trains ~2x faster (configs/classifier-cpu.toml)"
+            "yes: optim.amp=bf16 trains 1.5-2.7x faster (configs/classifier-cpu.toml)"
             if report["cpu_bf16"]
             else "no: keep optim.amp=off, bf16 is emulated (configs/classifier-cpu-fp32.toml)",
         )
