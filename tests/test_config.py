@@ -90,3 +90,20 @@ def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed() -> None:
         ("optim", "warmup_steps"),
         ("optim", "ema_decay"),
     }
+
+
+def test_cloud_layer_carries_the_base_recipe(tmp_path: Path) -> None:
+    """`tinycats cloud train` sends the file as a layer that a resumed run re-applies in the
+    container: it must hold the base's values, and no `extends` the container cannot read."""
+    from tinycats.cli.cloud import _layered
+
+    write(
+        tmp_path / "base.toml",
+        "[optim]\nlr = 0.5\nmax_steps = 40\n[classifier]\nmixup_alpha = 0.2\n",
+    )
+    variant = write(tmp_path / "variant.toml", 'extends = "base.toml"\n[optim]\nmax_steps = 8\n')
+    resolved, layer = _layered("classifier", variant, ["optim.lr=0.125"])
+    assert "extends" not in layer
+    assert layer["optim"] == {"lr": 0.125, "max_steps": 8}
+    assert layer["classifier"] == {"mixup_alpha": 0.2}
+    assert build_config("classifier", base=layer) == resolved
