@@ -23,7 +23,13 @@ from torch import Tensor
 
 from tinycats.config import DiTConfig
 from tinycats.models.dit import PRESETS, TinyDiT, dit_args_from_config
-from tinycats.models.flow import VelocityFn, flow_matching_loss, integrate, sample
+from tinycats.models.flow import (
+    VelocityFn,
+    flow_matching_loss,
+    integrate,
+    sample,
+    velocity_from_prediction,
+)
 
 NUM_CLASSES = 12
 
@@ -46,8 +52,8 @@ def unbatched_cfg(model: TinyDiT, y: Tensor, cfg_scale: float) -> VelocityFn:
     y_null = torch.full_like(y, model.null_class)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
-        v_cond = model(x, t, y)
-        v_uncond = model(x, t, y_null)
+        v_cond = velocity_from_prediction(model(x, t, y), x, t, model.prediction)
+        v_uncond = velocity_from_prediction(model(x, t, y_null), x, t, model.prediction)
         return v_uncond + cfg_scale * (v_cond - v_uncond)
 
     return velocity
@@ -74,7 +80,8 @@ def bench_sampling(preset: str, n: int, steps: int, cfg_scale: float, repeats: i
 
     @torch.no_grad()
     def two_forwards() -> Tensor:
-        x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(0))
+        noise = torch.randn((n, *shape), generator=torch.Generator().manual_seed(0))
+        x0 = model.noise_scale * noise
         velocity = unbatched_cfg(model, y, cfg_scale)
         return integrate(velocity, x0, steps=steps, sampler="euler").clamp(-1, 1)
 

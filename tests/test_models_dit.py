@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tinycats.config import DiTConfig
-from tinycats.errors import ConfigError
+from tinycats.errors import CheckpointError, ConfigError
+from tinycats.models import model_from_args
 from tinycats.models.dit import (
     PRESETS,
     DiTArgs,
@@ -124,3 +125,28 @@ def test_pos_embed_is_fixed_and_distinct() -> None:
     model = TinyDiT(SMALL)
     assert "pos_embed" not in model.state_dict()
     assert not any("pos_embed" in n for n, _ in model.named_parameters())
+
+
+def test_checkpoints_from_before_x_prediction_load_as_velocity_models() -> None:
+    old_args = {
+        "image_size": 16,
+        "patch_size": 4,
+        "width": 32,
+        "depth": 1,
+        "heads": 4,
+        "num_classes": 2,
+        "in_channels": 3,
+        "mlp_ratio": 4.0,
+    }
+    model = model_from_args("dit", old_args)
+    assert (model.prediction, model.noise_scale) == ("v", 1.0)
+    assert model_from_args("dit", {**old_args, "prediction": "x"}).prediction == "x"
+    with pytest.raises(CheckpointError, match="prediction='eps'"):
+        model_from_args("dit", {**old_args, "prediction": "eps"})
+
+
+def test_config_chooses_prediction_and_noise_scale() -> None:
+    args = dit_args_from_config(DiTConfig(prediction="v", noise_scale=0.5), 32, 3)
+    assert (args.prediction, args.noise_scale) == ("v", 0.5)
+    assert DiTConfig().prediction == "x"
+    assert TinyDiT(args).prediction == "v"

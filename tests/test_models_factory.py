@@ -46,6 +46,8 @@ def test_dit_args_follow_config_and_data() -> None:
         "num_classes": 12,
         "in_channels": 3,
         "mlp_ratio": 4.0,
+        "prediction": "x",
+        "noise_scale": 1.0,
     }
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from tinycats.models.dit import DiTArgs, TinyDiT
-from tinycats.models.flow import flow_matching_loss, sample, sample_time, to_uint8
+from tinycats.models.flow import (
+    MIN_ONE_MINUS_T,
+    flow_matching_loss,
+    sample,
+    sample_time,
+    to_uint8,
+    velocity_from_prediction,
+)
 
 ARGS = DiTArgs(image_size=16, patch_size=4, width=32, depth=2, heads=4, num_classes=2)
 
@@ -91,7 +98,7 @@ def test_loss_is_reproducible_with_a_generator_and_drops_labels() -> None:
 
 def test_time_sampling_ranges() -> None:
     gen = torch.Generator().manual_seed(0)
-    t_ln = sample_time(20_000, time_sampling="logit_normal", generator=gen)
+    t_ln = sample_time(20_000, logit_mean=0.0, logit_std=1.0, generator=gen)  # SD3's
     t_u = sample_time(20_000, time_sampling="uniform", generator=gen)
     for t in (t_ln, t_u):
         assert t.min() > 0.0 and t.max() < 1.0
@@ -102,6 +109,8 @@ def test_time_sampling_ranges() -> None:
     ).float().mean()
     shifted = sample_time(20_000, logit_mean=1.0, generator=gen)
     assert shifted.mean() > 0.6
+    jit = sample_time(20_000, generator=gen)  # the defaults: JiT's N(-0.8, 0.8), noisier
+    assert 0.3 < jit.mean() < 0.34 and (jit < 0.5).float().mean() > 0.8
 
 
 def test_sampling_is_deterministic_for_a_seed() -> None:
@@ -209,7 +218,7 @@ def test_heun_and_euler_both_run_and_differ(cfg_scale: float) -> None:
             generator=torch.Generator().manual_seed(0),
             image_shape=(3, 16, 16),
         )
-        assert len(calls) == (4 if sampler == "euler" else 8)
+        assert len(calls) == (4 if sampler == "euler" else 7)  # heun: last step is Euler
     assert outs["euler"].shape == outs["heun"].shape
     assert not torch.allclose(outs["euler"], outs["heun"])
 
@@ -224,3 +233,85 @@ def test_to_uint8_maps_the_range() -> None:
     x = torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0])
     assert to_uint8(x).tolist() == [0, 0, 128, 255, 255]
     assert to_uint8(x).dtype == torch.uint8
+
+
+# ---- x-prediction: the conversion, checked against oracles that know the answer ------
+
+
+class _Oracle(torch.nn.Module):
+    """A stand-in network that outputs the exact answer for a known image per class:
+    the image itself ("x") or the true velocity towards it ("v")."""
+
+    def __init__(self, images: torch.Tensor, prediction: str):
+        super().__init__()
+        self.images = images  # (classes + 1, C, H, W): the last row is the null class's
+        self.prediction, self.noise_scale, self.null_class = prediction, 1.0, len(images) - 1
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # so sample() finds a device
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = self.images[y]
+        if self.prediction == "x":
+            return target
+        return (target - x) / (1 - t).view(-1, 1, 1, 1)  # x1 - x0, without any clipping
+
+
+def test_velocity_from_x_prediction_is_the_path_velocity_and_clips_near_the_end() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x1, x0 = torch.randn(3, 3, 4, 4, generator=gen), torch.randn(3, 3, 4, 4, generator=gen)
+    t = torch.tensor([0.0, 0.5, 0.9])
+    x_t = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
+    v = velocity_from_prediction(x1, x_t, t, "x")
+    assert torch.allclose(v, x1 - x0, atol=1e-5)  # x̂ = x1 gives the path's own velocity
+    assert torch.equal(velocity_from_prediction(x0, x_t, t, "v"), x0)
+    near_end = torch.tensor([0.99, 0.99, 0.99])
+    clipped = velocity_from_prediction(x1, x_t, near_end, "x")
+    assert torch.allclose(clipped, (x1 - x_t) / MIN_ONE_MINUS_T)  # 1 - t = 0.01 → 0.05
+    with pytest.raises(ValueError, match="unknown prediction 'eps'"):
+        velocity_from_prediction(x1, x_t, t, "eps")
+
+
+@pytest.mark.parametrize("prediction", ["x", "v"])
+def test_the_exact_answer_has_zero_loss(prediction: str) -> None:
+    """A wrong sign, time direction or noise scale in the loss makes the oracle's loss > 0."""
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    oracle = _Oracle(images, prediction)
+    oracle.noise_scale = 2.0  # the noise the loss draws must be the noise the model reads
+    y = torch.tensor([0, 1, 0, 1])
+    loss = flow_matching_loss(
+        oracle,
+        images[y],
+        y,
+        class_dropout=0.0,
+        null_class=2,
+        time_sampling="uniform",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert loss.item() < 1e-8, loss
+    wrong = _Oracle(images.flip(0), prediction)  # answers with another class's image
+    wrong.noise_scale = 2.0
+    loss = flow_matching_loss(
+        wrong, images[y], y, class_dropout=0.0, null_class=2, time_sampling="uniform"
+    )
+    assert loss.item() > 0.1
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_x_prediction_samplers_land_on_the_guided_image(sampler: str, cfg_scale: float) -> None:
+    """With x̂ fixed, each Euler step moves dt/(1-t) of the way to x̂, so the last step (at
+    1 - t = dt) lands on it exactly; guidance extrapolates from the null image."""
+    gen = torch.Generator().manual_seed(2)
+    images = torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1  # classes 0, 1 and the null
+    oracle = _Oracle(images, "x")
+    out = sample(
+        oracle,
+        torch.tensor([1, 0]),
+        steps=10,
+        cfg_scale=cfg_scale,
+        sampler=sampler,
+        generator=gen,
+        image_shape=(3, 8, 8),
+    )
+    null = images[2]
+    expected = (null + cfg_scale * (images[[1, 0]] - null)).clamp(-1, 1)
+    assert torch.allclose(out, expected, atol=1e-5)

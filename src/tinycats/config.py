@@ -171,12 +171,28 @@ class DiTConfig(_Section):
     width: int = Field(0, ge=0, le=4096, description="0 = from preset")
     depth: int = Field(0, ge=0, le=64, description="0 = from preset")
     heads: int = Field(0, ge=0, le=64, description="0 = from preset")
+    prediction: Literal["x", "v"] = Field(
+        "x",
+        description="network output: x = the clean image (JiT), v = the velocity; the loss "
+        "is on the velocity either way. A resumed run keeps the one it started with",
+    )
+    noise_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="std of the noise at t=0 (JiT: 1.0 at 256 px, 2.0 at 512 px)",
+    )
     class_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="label dropout for CFG")
     time_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_normal_mean: float = Field(
-        0.0, ge=-3.0, le=3.0, description="t = sigmoid(N(mean, std)); SD3's default is 0"
+        -0.8,
+        ge=-3.0,
+        le=3.0,
+        description="t = sigmoid(N(mean, std)); JiT's -0.8 leans to the noisy end, SD3's is 0",
     )
-    logit_normal_std: float = Field(1.0, gt=0.0, le=3.0, description="spread of logit-normal t")
+    logit_normal_std: float = Field(
+        0.8, gt=0.0, le=3.0, description="spread of logit-normal t (JiT 0.8, SD3 1.0)"
+    )
     sample_steps: int = Field(50, ge=1, le=1000)
     sampler: Literal["euler", "heun"] = "euler"
     cfg_scale: float = Field(3.0, ge=0.0, le=50.0)

@@ -9,6 +9,7 @@ storage or data.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import MISSING, asdict, fields
 from typing import Any
 
@@ -18,6 +19,8 @@ from tinycats.config import TrainConfig
 from tinycats.errors import CheckpointError, ConfigError
 
 TASKS = ("classifier", "dit")
+
+log = logging.getLogger(__name__)
 
 
 def create_model(task: str, config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
@@ -52,8 +55,37 @@ def model_from_args(task: str, model_args: dict[str, Any]) -> nn.Module:
         required = {f.name for f in fields(DiTArgs) if f.default is MISSING}
         optional = {f.name for f in fields(DiTArgs)} - required
         _check_keys(task, model_args, required, optional)
+        if model_args.get("prediction", "v") not in ("x", "v"):
+            raise CheckpointError(
+                f"dit checkpoint has prediction={model_args['prediction']!r} (expected 'x' "
+                "or 'v'); the checkpoint is damaged or from another program"
+            )
         return TinyDiT(DiTArgs(**model_args))
     raise CheckpointError(f"checkpoint is for unknown task {task!r}; expected one of {TASKS}")
+
+
+def config_of_resumed_run(config: TrainConfig, model_args: dict[str, Any]) -> TrainConfig:
+    """The config a run resumes with: what its checkpoint's model was built for wins.
+
+    A DiT keeps the prediction type and noise scale it started with (checkpoints written
+    before these existed are "v" and 1.0), whatever today's defaults or a --set say: a
+    model trained to output velocities cannot continue as an image predictor.
+    """
+    if config.task != "dit":
+        return config
+    saved = {
+        "prediction": model_args.get("prediction", "v"),
+        "noise_scale": model_args.get("noise_scale", 1.0),
+    }
+    changed = {k: v for k, v in saved.items() if getattr(config.dit, k) != v}
+    if not changed:
+        return config
+    log.warning(
+        "the run resumes with %s as it started; the config's %s applies to new runs only",
+        ", ".join(f"dit.{k}={v!r}" for k, v in changed.items()),
+        ", ".join(f"dit.{k}={getattr(config.dit, k)!r}" for k in changed),
+    )
+    return config.model_copy(update={"dit": config.dit.model_copy(update=changed)})
 
 
 def _check_keys(task: str, args: dict[str, Any], required: set[str], optional: set[str]) -> None:

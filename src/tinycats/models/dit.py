@@ -5,10 +5,12 @@ order the forward pass uses them (patchify → patch embedding + fixed 2D sin-co
 position embedding → timestep and class embeddings → adaLN-zero blocks → final
 adaLN layer → unpatchify).
 
-The model predicts a velocity field for flow matching (see `tinycats.models.flow`):
-input x (B, C, H, W) roughly in [-1, 1], time t (B,) in [0, 1], class y (B,); output
-has x's shape. The class table has num_classes + 1 rows: the last row is the "null"
-class that classifier-free guidance uses as the unconditional prompt.
+The network is trained with flow matching (see `tinycats.models.flow`): input x_t
+(B, C, H, W) on the path from noise to an image in [-1, 1], time t (B,) in [0, 1],
+class y (B,); output has x's shape and is the clean image (`prediction` "x", JiT) or
+the velocity ("v"), which `flow.velocity_from_prediction` turns into the velocity that
+the loss and the samplers use. The class table has num_classes + 1 rows: the last row
+is the "null" class that classifier-free guidance uses as the unconditional prompt.
 
 Every residual branch is gated by an adaLN output that starts at exactly zero, and the
 final projection starts at zero too: at step 0 each block is the identity and the model
@@ -31,7 +33,9 @@ from tinycats.errors import ConfigError
 
 @dataclass(frozen=True)
 class DiTArgs:
-    """Everything needed to rebuild a TinyDiT (saved in checkpoints as `model_args`)."""
+    """Everything needed to rebuild a TinyDiT and read its output (saved in checkpoints as
+    `model_args`). `prediction` and `noise_scale` default to what checkpoints written
+    before they existed meant: a velocity, from unit noise."""
 
     image_size: int
     patch_size: int
@@ -41,6 +45,8 @@ class DiTArgs:
     num_classes: int
     in_channels: int = 3
     mlp_ratio: float = 4.0
+    prediction: str = "v"
+    noise_scale: float = 1.0
 
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -84,7 +90,12 @@ def dit_args_from_config(cfg: DiTConfig, image_size: int, num_classes: int) -> D
         )
     if num_classes < 1:
         raise ConfigError(f"num_classes={num_classes}; the DiT needs at least one class")
-    return DiTArgs(num_classes=num_classes, **values)
+    return DiTArgs(
+        num_classes=num_classes,
+        prediction=cfg.prediction,
+        noise_scale=cfg.noise_scale,
+        **values,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN, then a linear map from each token to its patch of velocity values."""
+    """adaLN, then a linear map from each token to its patch of output values."""
 
     def __init__(self, width: int, patch_size: int, out_channels: int):
         super().__init__()
@@ -237,8 +248,11 @@ class TinyDiT(nn.Module):
             f"image_size {args.image_size} not divisible by patch_size {args.patch_size}"
         )
         assert args.width % args.heads == 0, f"width {args.width} not divisible by {args.heads}"
+        assert args.prediction in ("x", "v"), f"prediction {args.prediction!r}"
         self.args = args
         self.null_class = args.num_classes
+        self.prediction = args.prediction  # what forward() returns: "x" (clean image) or "v"
+        self.noise_scale = args.noise_scale  # std of the noise at t = 0
         grid = args.image_size // args.patch_size
         patch_dim = args.patch_size * args.patch_size * args.in_channels
 

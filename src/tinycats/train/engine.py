@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tinycats.config import TrainConfig
 from tinycats.data import ResumableSampler, ShardDataset, prepare_dataset, resolve_data_root
 from tinycats.errors import CheckpointError, ConfigError
-from tinycats.models import model_from_args
+from tinycats.models import config_of_resumed_run, model_from_args
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
 from tinycats.train.async_checkpoint import AsyncCheckpointer
@@ -261,6 +261,7 @@ class Trainer:
         else:
             self.model_args = loaded.meta["model_args"]
             self.model = model_from_args(config.task, self.model_args)
+            self.config = config = config_of_resumed_run(config, self.model_args)
         self.model.to(self.device)
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
         self.optimizer = build_optimizer(self.model, config)
