@@ -49,6 +49,13 @@ class AttemptStopped(RuntimeError):
     """
 
 
+def close_data_handles() -> None:
+    """The data volume's `close_handles`: unmap every shard this container has open."""
+    from tinycats.data import close_open_shards
+
+    close_open_shards()
+
+
 def prepare_data_job(data: Store, config_dict: dict[str, Any]) -> dict[str, Any]:
     """Build the prepared dataset on the data volume once; later calls return at once."""
     from tinycats.config import validate_config

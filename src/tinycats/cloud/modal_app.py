@@ -66,11 +66,13 @@ common = {
 
 
 def stores() -> tuple[Any, Any]:
-    """(data, outputs) Stores over the mounted volumes; reloads retry while files are busy."""
+    """(data, outputs) Stores over the mounted volumes. Commits and reloads retry while files
+    are open; on the data volume the open files are the memory-mapped shards, which
+    `close_data_handles` unmaps (they reopen on the next read)."""
     from tinycats.storage import VolumeStore
 
     return (
-        VolumeStore(data_volume, Path(res.DATA_MOUNT)),
+        VolumeStore(data_volume, Path(res.DATA_MOUNT), close_handles=jobs.close_data_handles),
         VolumeStore(outputs_volume, Path(res.OUTPUTS_MOUNT)),
     )
 

@@ -7,7 +7,7 @@ and a sampler that resumes mid-epoch.
     sampler = ResumableSampler(len(train), seed=cfg.seed)
 """
 
-from tinycats.data.dataset import ShardDataset, central_box, resize_crop
+from tinycats.data.dataset import ShardDataset, central_box, close_open_shards, resize_crop
 from tinycats.data.images import SkippedImage, decode_image
 from tinycats.data.oxford import (
     OXFORD_ARCHIVES,
@@ -30,6 +30,7 @@ __all__ = [
     "ShardInfo",
     "SkippedImage",
     "central_box",
+    "close_open_shards",
     "decode_image",
     "download",
     "extract_once",

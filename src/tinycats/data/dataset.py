@@ -8,7 +8,9 @@ exact resume of a training run needs.
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from tinycats.config import AugmentConfig
 from tinycats.data.augment import random_erase, trivial_augment
 from tinycats.data.shards import SPLITS, load_manifest, open_shard
 from tinycats.errors import DataError
+
+_MAPPED: weakref.WeakSet[ShardDataset] = weakref.WeakSet()
+"""Datasets of this process whose shards are memory-mapped right now."""
 
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 _CROP_TRIES = 10
@@ -167,6 +172,12 @@ class ShardDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def close(self) -> None:
+        """Drop the memory maps (reopened on the next read). A Modal volume refuses to
+        reload, and so to commit, while a file under it is mapped."""
+        self._arrays = None
+        _MAPPED.discard(self)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -182,6 +193,7 @@ class ShardDataset(torch.utils.data.Dataset):
         """Image i as stored, (S, S, 3) uint8: a view into the memory map, nothing copied."""
         if self._arrays is None:
             self._arrays = [open_shard(f) for f in self._files]
+            _MAPPED.add(self)
         shard, row = self._locations[i]
         return self._arrays[shard][row]
 
@@ -206,3 +218,18 @@ class ShardDataset(torch.utils.data.Dataset):
         if self.augment.erase_prob > 0:
             image = random_erase(image, self.augment.erase_prob, gen)
         return image
+
+
+def close_open_shards() -> int:
+    """Unmap every shard this process has open; returns how many datasets held some.
+
+    The `close_handles` callback of the data volume's Store: numpy closes a map (and
+    the file descriptor mmap keeps) when the last view of it is freed, so after
+    dropping the datasets' references a collection frees views held in reference
+    cycles (a finished Trainer, a DataLoader iterator).
+    """
+    datasets = list(_MAPPED)
+    for dataset in datasets:
+        dataset.close()
+    gc.collect()
+    return len(datasets)

@@ -4,8 +4,9 @@ Everything above this layer writes plain files under `store.root` and calls
 `commit()` after each unit of work worth keeping (a checkpoint, a run record), and
 `reload()` before reading what another process may have published. The local
 backend makes commit a directory fsync and reload a no-op; the Modal-volume
-backend delegates to `modal.Volume`, whose writes are invisible to other
-containers until committed and whose reload fails while files are open.
+backend delegates to `modal.Volume`. On a volume, writes may be published at any
+time (background commits) but are only guaranteed to be after `commit()`, other
+containers see them after their `reload()`, and both fail while files are open.
 
 `modal` is never imported here: the volume object is duck-typed (anything with
 `commit()` and `reload()`), so tests use `tests/fake_volume.py` instead.
@@ -25,8 +26,9 @@ from tinycats.storage.atomic import fsync_dir
 log = logging.getLogger(__name__)
 
 BUSY_MARKERS = ("open files", "volume busy")
-"""Substrings of the RuntimeError a volume raises when a reload is blocked by open files
-(Modal 1.6: "there are open files preventing the operation")."""
+"""Substrings of the RuntimeError a volume raises when open files block a reload (and so a
+commit, which reloads): modal 1.6.4 volume.py `_Volume.reload` re-raises the server's
+"there are open files preventing the operation"."""
 
 
 @runtime_checkable
@@ -62,9 +64,13 @@ class LocalStore:
 class VolumeStore:
     """A mounted Modal volume (or anything with `commit()`/`reload()`), mounted at `mount_path`.
 
-    `close_handles` is called before retrying a reload that failed because files are
-    open (Modal refuses to reload then); it should close whatever the caller keeps
-    open on the volume (log files, dataset shards, memory maps).
+    In the pinned client (modal 1.6.4, volume.py `_Volume.commit`) a commit publishes and
+    then reloads, and a reload is refused while any file under the mount is open
+    ("there are open files preventing the operation"), so both are retried here the
+    same way: `close_handles` is called (it should close whatever the caller keeps open
+    on the volume: dataset shards, memory maps, logs), then the call is repeated after a
+    backoff. A commit whose reload was refused has already published; repeating it is
+    harmless.
     """
 
     def __init__(
@@ -72,45 +78,58 @@ class VolumeStore:
         volume: Any,
         mount_path: Path,
         close_handles: Callable[[], None] | None = None,
-        max_reload_attempts: int = 5,
+        max_attempts: int = 5,
         backoff_seconds: float = 0.1,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if max_reload_attempts < 1:
-            raise ValueError(f"max_reload_attempts={max_reload_attempts} must be at least 1")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts={max_attempts} must be at least 1")
         self.volume = volume
         self.root = Path(mount_path)
         self.close_handles = close_handles
-        self.max_reload_attempts = max_reload_attempts
+        self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
 
     def commit(self) -> None:
         """Publish everything written under the mount to other containers."""
-        self.volume.commit()
+        self._while_busy("commit", self.volume.commit)
 
     def reload(self) -> None:
-        """See what other containers committed; close handles and back off while busy."""
-        for attempt in range(self.max_reload_attempts):
+        """See what other containers committed."""
+        self._while_busy("reload", self.volume.reload)
+
+    def _while_busy(self, what: str, operation: Callable[[], None]) -> None:
+        """Run `operation`, closing handles and backing off while the volume is busy."""
+        last_error: RuntimeError | None = None
+        for attempt in range(self.max_attempts):
             try:
-                self.volume.reload()
+                operation()
                 return
             except RuntimeError as err:
-                if not any(marker in str(err).lower() for marker in BUSY_MARKERS):
+                if not is_busy_error(err):
                     raise
                 last_error = err
             log.warning(
-                "volume reload busy (attempt %d/%d): %s",
+                "volume %s busy (attempt %d/%d): %s",
+                what,
                 attempt + 1,
-                self.max_reload_attempts,
+                self.max_attempts,
                 last_error,
             )
             if self.close_handles is not None:
                 self.close_handles()
-            if attempt + 1 < self.max_reload_attempts:
-                time.sleep(self.backoff_seconds * 2**attempt)
+            if attempt + 1 < self.max_attempts:
+                self.sleep(self.backoff_seconds * 2**attempt)
         raise StorageError(
-            f"volume at {self.root} stayed busy after {self.max_reload_attempts} reload attempts "
-            f"({last_error}); close files opened under {self.root} before reloading"
+            f"volume at {self.root} stayed busy after {self.max_attempts} {what} attempts "
+            f"({last_error}); close files opened under {self.root} before a {what}"
         )
 
     def __repr__(self) -> str:
         return f"VolumeStore({self.volume!r}, {str(self.root)!r})"
+
+
+def is_busy_error(err: BaseException) -> bool:
+    """Whether a volume refused an operation because files under its mount are open."""
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in BUSY_MARKERS)
