@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from modal._partial_function import _find_partial_methods_for_user_cls, _Partial
 from modal.retries import RetryManager
 from modal.types import FileEntry, FileEntryType
 
+from tinycats.cloud import jobs, pricing
 from tinycats.cloud import resources as res
 from tinycats.cloud.remote_volume import RemoteVolume, validate_remote_path
 from tinycats.config import TASK_DEFAULTS, ModalConfig, RetryConfig, build_config
 from tinycats.errors import ConfigError, StorageError
+from tinycats.gpus import modal_gpu_argument
 
 
 @pytest.fixture
@@ -262,3 +265,95 @@ def test_cloud_cli_help_lists_every_command() -> None:
     out = CliRunner().invoke(app, ["cloud", "volume", "--help"]).output
     for command in ("ls", "get", "put", "rm"):
         assert command in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "argument"),
+    [
+        ("t4", "T4"),
+        ("H200", "H200"),
+        ("B200", "B200"),
+        ("h100:4", "H100:4"),
+        ("H100, A100-80GB", ["H100", "A100-80GB"]),
+    ],
+)
+def test_gpu_requests_as_modal_takes_them(spec: str, argument) -> None:
+    assert modal_gpu_argument(spec) == argument
+    cfg = build_config("classifier", overrides=[f"modal.gpu={spec!r}"])
+    options = res.call_options(cfg)
+    # with_options takes one string (modal 1.6.4 _Function.with_options): a fallback list
+    # is left to the deployed class, which takes the list.
+    assert options.get("gpu") == (argument if isinstance(argument, str) else None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("V100", "unknown GPU 'V100'"),
+        ("H100:9", "1 to 8 per container"),
+        ("A10:5", "1 to 4 per container"),
+        ("H100:x", "whole number"),
+        ("H100,,T4", "empty entry"),
+        ("T4,t4", "names a type twice"),
+    ],
+)
+def test_bad_gpu_requests_are_one_line_config_errors(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_config("classifier", overrides=[f"modal.gpu={spec!r}"])
+
+
+def test_a_fallback_list_is_deployed_on_the_class(app_module) -> None:
+    cfg = build_config("dit", overrides=["modal.gpu='H100,A100-80GB'"])
+    m = app_module(cfg.modal, cfg.retries)
+    assert m.Trainer._get_class_service_function()._spec_.gpus == ["H100", "A100-80GB"]
+    assert m.evaluate._spec_.gpus == ["H100", "A100-80GB"]
+
+
+def test_idle_gpus_scale_down_and_preparation_gets_no_gpu(app_module) -> None:
+    m = app_module(ModalConfig(scaledown_window_s=15), RetryConfig())
+    assert m.trainer_options["scaledown_window"] == 15 == m.gpu_function_options["scaledown_window"]
+    modal.App().function(scaledown_window=15)  # within the client's 2-3600 s
+    assert m.prepare_data._spec_.gpus is None and m.prepare_data._spec_.cpu == res.PREPARE_CPU
+    with pytest.raises(ConfigError, match="scaledown_window_s"):
+        build_config("classifier", overrides=["modal.scaledown_window_s=1"])
+
+
+def test_modal_run_has_a_local_entrypoint(app_module) -> None:
+    m = app_module(ModalConfig(), RetryConfig())
+    assert type(m.main).__name__ == "LocalEntrypoint" and m.main.app is m.app
+    assert m.main.info.raw_f.__name__ == "main"
+
+
+def test_the_image_installs_a_complete_lock_with_a_pinned_uv() -> None:
+    lock = {}
+    for line in res.LOCK_FILE.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, _, version = line.partition("==")
+            lock[name.lower().replace("_", "-")] = version
+    assert res.read_requirements().items() <= lock.items()  # every direct pin, unchanged
+    assert {"nvidia-cudnn-cu13", "triton", "sympy", "jinja2"} <= lock.keys()  # torch's deps
+    assert f"uv {res.UV_VERSION}" in res.LOCK_FILE.read_text().splitlines()[1]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", res.UV_VERSION)
+
+
+def test_cost_estimate_prices_the_dearest_fallback_and_the_host() -> None:
+    one_hour = pricing.estimate("T4", cpu=4.0, memory_mb=16384, seconds=3600)
+    assert one_hour.gpu_usd == pytest.approx(0.5904)
+    assert one_hour.host_usd == pytest.approx(4 * 0.0000131 * 3600 + 16 * 0.00000222 * 3600)
+    listed = pricing.estimate("A100-80GB,H100:2", cpu=1.0, memory_mb=1024, seconds=1800)
+    assert listed.gpu == "H100:2" and listed.gpu_usd == pytest.approx(3.9492)
+    assert pricing.estimate("RTX-PRO-6000", 1.0, 1024, 60).total_usd is None
+    assert pricing.gpu_type_of_device("NVIDIA A100-SXM4-80GB") == "A100-80GB"
+    assert pricing.gpu_type_of_device("NVIDIA A100-SXM4-40GB") == "A100-40GB"
+    assert pricing.gpu_type_of_device("NVIDIA A10G") == "A10G"
+    assert pricing.gpu_type_of_device("NVIDIA H200") == "H200"
+    assert pricing.gpu_type_of_device("Tesla T4") == "T4"
+
+
+def test_a_gpu_function_without_cuda_stops_at_once() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the check passes here by design")
+    with pytest.raises(jobs.GpuUnavailable, match="sees no CUDA device"):
+        jobs.require_cuda()

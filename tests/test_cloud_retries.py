@@ -1,7 +1,9 @@
-"""The cloud train body under Modal's retry semantics, on fake volumes, with injected failures.
+"""The cloud train call under Modal's call semantics, on fake volumes, with injected failures.
 
-Each attempt runs `jobs.train_job` (what `Trainer.train` runs in Modal) in a fresh
-"container": new FakeVolume mounts, so only committed state survives an attempt.
+Each attempt runs `training.train_call` (what `Trainer.train` runs in Modal) in a fresh
+"container": new FakeVolume mounts with background commits at every file opened, a
+commit on exit, none when killed. So only what the client would have published
+survives an attempt, half-written files included.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fake_volume import FakeContainer, FakeVolume
-from tinycats.cloud import jobs
+from fake_volume import ContainerKilled, FakeContainer, FakeVolume
+from tinycats.cloud import jobs, training
 from tinycats.cloud.resources import retry_delay
-from tinycats.cloud.runner import Attempt, run_with_retries
+from tinycats.cloud.runner import Attempt, run_chain, run_with_retries
 from tinycats.config import RetryConfig, apply_overrides
 from tinycats.storage import CheckpointManager, RunRegistry, VolumeStore, select_keep
 from tinycats.train import PreemptionGuard
@@ -40,8 +42,8 @@ RUN = "classifier-cloud-test"
 POLICY = RetryConfig(max_retries=3, backoff_coefficient=2.0, initial_delay=10.0, max_delay=60.0)
 
 
-class ContainerDied(RuntimeError):
-    """The container is gone: nothing it did after this is ever committed."""
+class ContainerDied(ContainerKilled):
+    """The container is gone: nothing it did after this is ever published."""
 
 
 class DyingContainer:
@@ -55,6 +57,7 @@ class DyingContainer:
         self.commits += 1
         if self.dead or self.commits == self.die_at:
             self.dead = True
+            self.inner.kill()
             raise ContainerDied(f"container died before commit #{self.commits}")
         self.inner.commit()
 
@@ -88,32 +91,63 @@ def layer(*extra: str) -> dict[str, Any]:
     return apply_overrides({"task": "dit"}, [*TINY, *extra])
 
 
-def make_body(root: Path, config: dict[str, Any], faults: dict[int, tuple[str, int]]):
-    """The train body of one attempt in fresh containers; `faults[attempt] = (kind, step)`."""
-    data_vol, out_vol = FakeVolume(root / "data"), FakeVolume(root / "outputs")
+class Clock:
+    """The slice clock: each training step takes `tick` seconds of it."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_body(
+    root: Path, config: dict[str, Any], faults: dict[tuple[int, int], tuple[str, int]], tick=0.0
+):
+    """The train call of one attempt in fresh containers; `faults[(call, attempt)] = (kind,
+    step)`; each step advances the slice clock by `tick` seconds."""
+    data_vol = FakeVolume(root / "data")
+    out_vol = FakeVolume(root / "outputs", background_every=1)
+    clock = Clock(tick)
 
     def body(attempt: Attempt) -> dict[str, Any]:
-        kind, at = faults.get(attempt.number, ("none", 0))
-        data = data_vol.mount(f"data-{attempt.number}")
-        out = DyingContainer(out_vol.mount(f"out-{attempt.number}"))
+        kind, at = faults.get((attempt.call, attempt.number), ("none", 0))
+        name = f"{attempt.call}-{attempt.number}"
+        try:
+            with (
+                data_vol.container(f"data-{name}") as data,
+                out_vol.container(f"out-{name}") as box,
+            ):
+                return attempt_in(data, box, kind, at, name, attempt)
+        except ContainerDied as err:  # the platform sees a lost container: a failed attempt
+            raise RuntimeError(f"container died: {err}") from None
+
+    def attempt_in(data, box, kind, at, name, attempt) -> dict[str, Any]:
+        out = DyingContainer(box)
 
         def on_step(step: int) -> None:
+            clock.now += clock.tick
             if step != at:
                 return
             if kind == "exception":
-                raise RuntimeError(f"injected failure at step {step} of attempt {attempt.number}")
+                raise RuntimeError(f"injected failure at step {step} of attempt {name}")
             if kind == "preempt":
-                attempt.preempt("SIGTERM")
+                attempt.preempt("SIGINT")
             if kind == "crash-before-commit":
                 out.die_at = out.commits + 1  # the next checkpoint is written, never committed
 
-        return jobs.train_job(
+        return training.train_call(
             VolumeStore(data, data.path),
-            VolumeStore(out, out.inner.path),
+            VolumeStore(out, box.path),
             "dit",
             config,
             RUN,
             SteppedGuard(attempt, on_step),
+            started=clock(),
+            clock=clock,
+            continue_run=lambda config: f"call-{attempt.call + 1}",
+            call_id=f"call-{attempt.call}",
+            gpu="T4",
         )
 
     return body, out_vol
@@ -135,9 +169,9 @@ def runs(tmp_path_factory) -> dict[str, Any]:
 
     rng = random.Random(7)
     faults = {
-        1: ("exception", rng.randint(2, 7)),  # mid-interval, after a committed checkpoint
-        2: ("preempt", rng.randint(1, 5)),  # platform preemption: no retry used
-        3: ("crash-before-commit", rng.randint(1, 3)),
+        (1, 1): ("exception", rng.randint(2, 7)),  # mid-interval, after a committed checkpoint
+        (1, 2): ("preempt", rng.randint(1, 5)),  # platform preemption: no retry used
+        (1, 3): ("crash-before-commit", rng.randint(1, 3)),
     }
     slept: list[float] = []
     body, vol = make_body(tmp / "faulty", config, faults)
@@ -149,7 +183,7 @@ def test_retried_run_completes_bitwise_equal_to_uninterrupted(runs) -> None:
     reference, ref_vol = runs["reference"]
     outcome, vol = runs["faulty"]
     assert [a.outcome for a in reference.attempts] == ["ok"]
-    assert [a.outcome for a in outcome.attempts] == ["failed", "preempted", "failed", "ok"]
+    assert [a.outcome for a in outcome.attempts] == ["failed", "interrupted", "failed", "ok"]
     assert outcome.value["status"] == "completed" and outcome.value["step"] == 16
     assert outcome.value["resumed_from"] is not None and outcome.value["resumed_from"] > 0
     expected, got = committed_weights(ref_vol), committed_weights(vol)
@@ -163,8 +197,8 @@ def test_retry_delays_follow_the_policy_and_preemption_uses_no_retry(runs) -> No
     outcome, _ = runs["faulty"]
     assert outcome.retries_used == 2
     assert runs["slept"] == [retry_delay(POLICY, 1), retry_delay(POLICY, 2)] == [10.0, 20.0]
-    assert "AttemptStopped" in outcome.attempts[1].error
-    assert "ContainerDied" in outcome.attempts[2].error
+    assert "InputInterrupted" in outcome.attempts[1].error  # a KeyboardInterrupt, not a failure
+    assert "container died" in outcome.attempts[2].error
 
 
 def test_cleanup_on_volume_keeps_what_retention_keeps_and_commits(runs) -> None:
@@ -186,6 +220,62 @@ def test_cleanup_on_volume_keeps_what_retention_keeps_and_commits(runs) -> None:
     assert 16 in committed and len(committed) <= 3
     assert not [f for f in vol.committed_files() if ".tmp-" in f or ".trash-" in f]
     assert RunRegistry(store).get(RUN)["status"] == "completed"
+
+
+def test_a_run_of_three_slices_completes_with_one_retry(runs, tmp_path) -> None:
+    """Each slice stops itself before Modal's timeout and spawns its continuation: time is
+    not a failure, so the one retry is left for the real failure in the second slice."""
+    config = layer("modal.timeout_minutes=1")  # a 30 s slice; each step takes 5 s of it
+    faults = {(2, 1): ("exception", 3)}
+    body, vol = make_body(tmp_path, config, faults, tick=5.0)
+    outcome = run_chain(body, RetryConfig(max_retries=1), sleep=lambda s: None)
+    assert [(a.call, a.outcome) for a in outcome.attempts] == [
+        (1, "ok"),
+        (2, "failed"),
+        (2, "ok"),
+        (3, "ok"),
+    ]
+    assert outcome.value["status"] == "completed" and outcome.value["step"] == 16
+    _, ref_vol = runs["reference"]
+    expected, got = committed_weights(ref_vol), committed_weights(vol)
+    for name in expected:
+        for key in expected[name]:
+            assert torch.equal(expected[name][key], got[name][key]), f"{name}.{key} differs"
+    check = vol.mount("inspector")
+    cloud = RunRegistry(VolumeStore(check, check.path)).get(RUN)["cloud"]
+    assert [c["outcome"] for c in cloud["calls"]] == [
+        "continued",
+        "failed",
+        "continued",
+        "completed",
+    ]
+    assert cloud["gpu_seconds"] == pytest.approx(sum(c["seconds"] for c in cloud["calls"]))
+    assert cloud["estimated_usd"] > 0
+
+
+def test_a_user_error_in_the_container_is_returned_not_raised(runs, tmp_path) -> None:
+    """The run exists as a DiT run: training it as a classifier is deterministic, so it
+    comes back as a value (exit 2 on the client), not as a failure to retry."""
+    _, vol = runs["reference"]
+    data_vol = FakeVolume(tmp_path / "data")
+    data, box = data_vol.mount("d"), vol.mount("wrong-task")
+    calls: list[int] = []
+
+    def body(attempt: Attempt) -> dict[str, Any]:
+        calls.append(attempt.number)
+        return training.train_call(
+            VolumeStore(data, data.path),
+            VolumeStore(box, box.path),
+            "classifier",
+            {},
+            RUN,
+            attempt.guard,
+            started=0.0,
+        )
+
+    outcome = run_with_retries(body, POLICY, sleep=lambda s: None)
+    assert calls == [1] and outcome.value["status"] == "error"
+    assert "is a dit run, not classifier" in outcome.value["error"]
 
 
 def test_retries_run_out_and_the_last_error_is_raised(tmp_path) -> None:
@@ -210,13 +300,15 @@ def test_evaluate_sees_a_checkpoint_only_after_commit_and_reload(tmp_path) -> No
     guard = PreemptionGuard(signals=())
 
     def train(max_steps: int, container: Any) -> None:
-        jobs.train_job(
+        training.train_call(
             VolumeStore(data, data.path),
             VolumeStore(container, trainer.path),
             "classifier",
             apply_overrides({}, [*base, f"optim.max_steps={max_steps}"]),
             RUN,
             guard,
+            started=0.0,
+            clock=lambda: 0.0,
         )
 
     def evaluate() -> dict[str, Any]:

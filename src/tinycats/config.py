@@ -31,13 +31,12 @@ from pydantic import (
 
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
 from tinycats.errors import ConfigError
+from tinycats.gpus import parse_gpu_spec
 
 DEFAULT_OUT = "tinycats-out"
 """Root of the local Store when neither --out nor TINYCATS_HOME is given."""
 
 OUT_ENV_VAR = "TINYCATS_HOME"
-
-MODAL_GPUS = ("T4", "L4", "A10G", "L40S", "A100", "A100-80GB", "H100")
 
 Task = Literal["classifier", "dit"]
 
@@ -253,13 +252,23 @@ class RetryConfig(_Section):
 
 
 class ModalConfig(_Section):
-    """Cloud resources for `tinycats cloud ...`."""
+    """Cloud resources for `tinycats cloud ...` (modal 1.6.4's own bounds)."""
 
     app_name: str = "tinycats"
-    gpu: str = "T4"
-    timeout_minutes: int = Field(60, ge=1, le=24 * 60, description="per attempt")
+    gpu: str = Field(
+        "T4", description="T4, H100:4 (four in one container), or a fallback list H100,A100-80GB"
+    )
+    timeout_minutes: int = Field(
+        60, ge=1, le=24 * 60, description="one call's slice; a longer run continues in a new call"
+    )
     cpu: float = Field(4.0, gt=0.0, le=64.0)
     memory_mb: int = Field(16384, ge=512, le=344064)
+    scaledown_window_s: int = Field(
+        30, ge=2, le=3600, description="seconds an idle container is kept (and billed) for reuse"
+    )
+    preemption_grace_s: float = Field(
+        30.0, gt=0.0, le=300.0, description="Modal's grace from SIGINT to SIGKILL on preemption"
+    )
     data_volume: str = "tinycats-data"
     outputs_volume: str = "tinycats-outputs"
     volume_version: Literal[1, 2] = 1
@@ -268,10 +277,7 @@ class ModalConfig(_Section):
     @field_validator("gpu")
     @classmethod
     def _known_gpu(cls, gpu: str) -> str:
-        name = gpu.split(":")[0]
-        if name.upper() not in {g.upper() for g in MODAL_GPUS}:
-            raise ValueError(f"unknown GPU {gpu!r}; choose one of {', '.join(MODAL_GPUS)}")
-        return gpu
+        return ",".join(str(request) for request in parse_gpu_spec(gpu))
 
 
 class TrainConfig(_Section):

@@ -27,7 +27,14 @@ app.add_typer(volume_app, name="volume")
 
 GpuOption = Annotated[
     str | None,
-    typer.Option("--gpu", help="T4 | L4 | A10G | L40S | A100 | A100-80GB | H100 (modal.gpu)."),
+    typer.Option(
+        "--gpu",
+        help="T4, L4, A10, L40S, A100-80GB, H100, H200, B200...; H100:4 for four; "
+        "H100,A100-80GB for a fallback list (modal.gpu).",
+    ),
+]
+TargetArgument = Annotated[
+    str, typer.Argument(help="A call id (fc-..., printed by `cloud train`) or a run id.")
 ]
 TaskArgument = Annotated[str, typer.Argument(help="classifier | dit")]
 RunIdArgument = Annotated[str, typer.Argument(help="The run id (see `tinycats runs ls`).")]
@@ -109,18 +116,25 @@ def train_command(
     run_id = run_id or new_run_id(cfg.task)  # fixed before the first attempt
     if not json_:
         console.print(
-            f"[bold]{run_id}[/] on {cfg.modal.gpu}: {cfg.retries.max_retries} retries, "
-            f"{cfg.modal.timeout_minutes} min per attempt",
+            f"[bold]{run_id}[/] on {cfg.modal.gpu}: {cfg.modal.timeout_minutes}-minute slices "
+            f"(a longer run continues in a new call), {cfg.retries.max_retries} retries for "
+            f"failures\nestimate: {client.estimate_line(cfg)}",
             highlight=False,
         )
-    result = client.train(cfg, layer, run_id, detach=detach)
+
+    def on_next(value: dict[str, Any], call_id: str) -> None:
+        if not json_:
+            console.print(f"step {value['step']}/{value['max_steps']}: continuing in {call_id}")
+
+    result = client.train(cfg, layer, run_id, detach=detach, on_next=on_next)
     if json_:
         print_json(result)
         return
     if detach:
         console.print(
             f"spawned call {result['call_id']}\n"
-            f"  follow logs:   modal app logs {result['app']}\n"
+            f"  follow logs:   tinycats cloud logs {run_id} --follow\n"
+            f"  cancel:        tinycats cloud cancel {run_id}\n"
             f"  dashboard:     {result['dashboard'] or 'https://modal.com/apps'}\n"
             f"  wait/result:   tinycats cloud result {result['call_id']} --wait 3600\n"
             f"  checkpoints:   tinycats cloud volume ls checkpoints/{cfg.task} --recursive "
@@ -144,21 +158,55 @@ def _print_train_result(result: dict[str, Any]) -> None:
 
 @app.command("result")
 def result_command(
-    call_id: Annotated[str, typer.Argument(help="The call id printed by `cloud train --detach`.")],
+    target: TargetArgument,
     wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for it.")] = 0.0,
+    volume: VolumeOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """The result of a detached call, or that it is still running (exit 1)."""
-    from tinycats.cloud import client
+    """The result of a run (followed across its calls), or that it is still running (exit 1)."""
+    from tinycats.cloud import calls
 
-    done, value = client.result(call_id, timeout=wait)
+    call_id = calls.resolve_call(target, _outputs_volume(volume))
+    done, value = calls.follow(call_id, timeout=wait)
     if not done:
-        console.print(f"{call_id} is still running; try again with --wait SECONDS")
+        console.print(f"{value} is still running; try again with --wait SECONDS")
         raise typer.Exit(1)
     if json_:
         print_json(value)
     else:
         _print_train_result(value)
+
+
+@app.command("logs")
+def logs_command(
+    target: TargetArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How many, newest.")] = 200,
+    volume: VolumeOption = None,
+) -> None:
+    """A call's log lines (a run id means its newest call)."""
+    from tinycats.cloud import calls
+
+    call_id = calls.resolve_call(target, _outputs_volume(volume))
+    for message in calls.logs(call_id, follow_stream=follow, entries=lines):
+        console.out(message, end="" if message.endswith("\n") else "\n", highlight=False)
+
+
+@app.command("cancel")
+def cancel_command(target: TargetArgument, volume: VolumeOption = None) -> None:
+    """Cancel a call (a run id means its live call): it checkpoints, commits and stops, and
+    is not retried; `cloud train TASK --run-id RUN` resumes the run."""
+    from tinycats.cloud import calls
+
+    call_id = calls.resolve_call(target, _outputs_volume(volume))
+    calls.cancel(call_id)
+    console.print(f"cancelled {call_id}; resume with `tinycats cloud train TASK --run-id RUN`")
+
+
+def _outputs_volume(name: str | None) -> str:
+    from tinycats.config import ModalConfig
+
+    return name or ModalConfig().outputs_volume
 
 
 @app.command("eval")

@@ -1,9 +1,15 @@
-"""The local side of `tinycats cloud ...`: deploy the App, call it, spawn it, fetch results.
+"""The local side of `tinycats cloud ...`: deploy the App, check, launch, bench.
 
-Each command deploys the App first (`app.deploy()`: a no-op rebuild when nothing
-changed, and a deployed App is what memory snapshots and detached calls need), then
-calls the deployed function with the per-call GPU, timeout and retries of the config.
-The run id is fixed here, before the first attempt, so every retry resumes that run.
+Launching commands (prepare, train, eval, sample, bench) deploy the App first
+(`app.deploy()`: a no-op rebuild when nothing changed; memory snapshots and spawned
+calls need a deployed App). Redeploying never changes a live run: its later calls take
+their settings from the run's record (training.py). Commands about calls already made
+(result, logs, cancel: calls.py) and about files (volume) deploy nothing.
+
+Before anything is billed, the client checks what it can: the config (validated in
+the CLI), the run's record on the outputs volume (a run id of another task is refused
+here), and the prepared data (built first by the CPU-only `prepare_data` function, so a
+GPU never prepares data). The run id is fixed here, before the first attempt.
 """
 
 from __future__ import annotations
@@ -16,18 +22,18 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+from tinycats.cloud import calls, pricing
 from tinycats.cloud import resources as res
+from tinycats.cloud.calls import CloudError
 from tinycats.config import TrainConfig
-from tinycats.errors import TinycatsError
+from tinycats.errors import ConfigError
 
 APP_MODULE = "tinycats.cloud.modal_app"
 
 TARGETS = {"build": 120.0, "cold": 20.0, "warm": 2.0}
 """The original plan's start-up targets, in seconds: image build, cold start, warm start."""
 
-
-class CloudError(TinycatsError):
-    """Modal is not set up, or a remote call could not be made."""
+__all__ = ["CloudError", "bench", "check_run", "estimate_line", "prepare", "train"]
 
 
 def load_app(config: TrainConfig) -> ModuleType:
@@ -62,8 +68,36 @@ def _with_options(target: Any, config: TrainConfig, gpu: str | None) -> Any:
 
 
 def prepare(config: TrainConfig) -> dict[str, Any]:
+    """Build the config's dataset on the data volume in the CPU-only function."""
     with deployed(config) as module:
-        return module.prepare_data.remote(config.to_dict())
+        return calls.outcome_of(module.prepare_data.remote(config.to_dict()))
+
+
+def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | None:
+    """The run's record from the outputs volume (None for a new run); refuses a run of
+    another task here, before a GPU is started for it."""
+    record = calls.read_remote_json(config.modal.outputs_volume, f"runs/{run_id}.json")
+    if record is not None and record.get("task") != task:
+        raise ConfigError(
+            f"run {run_id!r} is a {record.get('task')} run, not {task}; pass the task it was "
+            "started with or a new --run-id"
+        )
+    return record
+
+
+def estimate_line(config: TrainConfig) -> str:
+    """What one slice can cost at most, before launch (prices dated; see pricing.py)."""
+    modal_cfg = config.modal
+    cost = pricing.estimate(
+        modal_cfg.gpu, modal_cfg.cpu, modal_cfg.memory_mb, modal_cfg.timeout_minutes * 60
+    )
+    if cost.total_usd is None:
+        return f"no price known for {cost.gpu}; see https://modal.com/pricing"
+    return (
+        f"at most ${cost.total_usd:.2f} per {modal_cfg.timeout_minutes}-minute slice on "
+        f"{cost.gpu} (list prices of {pricing.PRICES_AS_OF}); the run record gets the "
+        "measured GPU-seconds and cost"
+    )
 
 
 def train(
@@ -71,25 +105,62 @@ def train(
     layer: dict[str, Any],
     run_id: str,
     *,
-    gpu: str | None = None,
     detach: bool = False,
+    on_next=None,
 ) -> dict[str, Any]:
-    """Run (or, with `detach`, spawn) one training call; the run id is already fixed.
+    """Spawn the run's first call and, unless `detach`, follow it across its slices.
 
-    `config` (resolved) sets the call's resources; `layer` (the user's file and --set
-    choices) is what the container applies over the run's saved config or the defaults.
+    Always spawned, never `.remote()`: retries of a spawned call are the server's, so the
+    run survives this client (for `.remote()` the 1.6.4 client itself re-submits failed
+    inputs in `_Invocation.run_function`, and stops when it is interrupted). `config`
+    (resolved) sets the call's resources; `layer` (the user's file and --set choices) is
+    what the container applies over the run's saved config or the defaults.
     """
+    check_run(config, run_id, config.task)
     with deployed(config) as module:
-        trainer = _with_options(module.Trainer, config, gpu)()
-        if detach:
-            call = trainer.train.spawn(config.task, layer, run_id)
-            return {
-                "run_id": run_id,
-                "call_id": call.object_id,
-                "app": config.modal.app_name,
-                "dashboard": _dashboard_url(call),
-            }
-        return trainer.train.remote(config.task, layer, run_id)
+        prepared = calls.outcome_of(module.prepare_data.remote(config.to_dict()))
+        trainer = _with_options(module.Trainer, config, None)()
+        call = trainer.train.spawn(config.task, layer, run_id)
+        launched = {
+            "run_id": run_id,
+            "call_id": call.object_id,
+            "app": config.modal.app_name,
+            "dashboard": _dashboard_url(call),
+            "data": prepared,
+        }
+    if detach:
+        return launched
+    try:
+        _, value = calls.follow(call.object_id, on_next=on_next)
+    except KeyboardInterrupt:
+        raise CloudError(
+            f"stopped waiting; run {run_id} keeps running in call {call.object_id}: "
+            f"`tinycats cloud logs {run_id}`, `tinycats cloud cancel {run_id}`"
+        ) from None
+    return value
+
+
+def local_entrypoint_train(
+    trainer_cls: Any, task: str, config_path: str, run_id: str, max_steps: int, gpu: str
+) -> str:
+    """The body of `modal run -m tinycats.cloud.modal_app`: build the config as the CLI does,
+    call the running App's Trainer and follow the run; returns the summary line."""
+    from pathlib import Path
+
+    from tinycats.config import apply_overrides, build_config, read_config_file
+    from tinycats.storage import new_run_id
+
+    overrides = [f"optim.max_steps={max_steps}"] if max_steps else []
+    overrides += [f"modal.gpu={gpu!r}"] if gpu else []
+    file = Path(config_path) if config_path else None
+    config = build_config(task, file, overrides)
+    layer = apply_overrides(read_config_file(file) if file else {}, overrides)
+    run_id = run_id or new_run_id(task)
+    check_run(config, run_id, task)
+    call = _with_options(trainer_cls, config, None)().train.spawn(task, layer, run_id)
+    print(f"{run_id}: call {call.object_id}; {estimate_line(config)}", flush=True)
+    _, value = calls.follow(call.object_id)
+    return f"{value['status']} {run_id} at step {value['step']}/{value['max_steps']}"
 
 
 def _dashboard_url(call: Any) -> str | None:
@@ -102,26 +173,49 @@ def _dashboard_url(call: Any) -> str | None:
 def evaluate(
     config: TrainConfig, run_id: str, *, split: str, which: str, gpu: str | None
 ) -> dict[str, Any]:
+    existing_run(config, run_id, "classifier", "eval")
     with deployed(config) as module:
-        return _with_options(module.evaluate, config, gpu).remote(run_id, split, which)
+        return calls.outcome_of(
+            _with_options(module.evaluate, config, gpu).remote(run_id, split, which)
+        )
 
 
 def sample(
     config: TrainConfig, run_id: str, options: dict[str, Any], *, gpu: str | None
 ) -> dict[str, Any]:
+    record = existing_run(config, run_id, "dit", "sample")
+    breed = options.get("breed", "all")
+    classes = expected_classes(record.get("config", {}).get("data", {}))
+    if breed != "all" and classes and breed not in classes:
+        raise ConfigError(f"unknown breed {breed!r}; choose one of {', '.join(classes)}, all")
     with deployed(config) as module:
-        return _with_options(module.sample, config, gpu).remote(run_id, options)
+        return calls.outcome_of(_with_options(module.sample, config, gpu).remote(run_id, options))
 
 
-def result(call_id: str, timeout: float = 0.0) -> tuple[bool, Any]:
-    """(done, value) of a spawned call; not done while it is still running."""
-    import modal
+def existing_run(config: TrainConfig, run_id: str, task: str, command: str) -> dict[str, Any]:
+    """The record of a run that must exist and be of `task`, read before any GPU starts."""
+    record = check_run(config, run_id, task)
+    if record is None:
+        raise ConfigError(
+            f"no run {run_id!r} on volume {config.modal.outputs_volume}; see `tinycats cloud "
+            f"volume ls runs` ({command} needs a {task} run)"
+        )
+    return record
 
-    call = modal.FunctionCall.from_id(call_id)
-    try:
-        return True, call.get(timeout=timeout)
-    except TimeoutError:
-        return False, None
+
+def expected_classes(data: dict[str, Any]) -> list[str]:
+    """A run's class names from its saved data config ([] when they cannot be told)."""
+    from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
+
+    if data.get("breeds"):
+        return list(data["breeds"])
+    if data.get("source") == "synthetic":
+        from tinycats.data.synthetic import synthetic_class_names
+
+        return synthetic_class_names(int(data.get("synthetic_classes", 0)))
+    if data.get("source"):
+        return [*CAT_BREEDS, *([OTHER_CLASS] if data.get("include_other") else [])]
+    return []
 
 
 def bench(

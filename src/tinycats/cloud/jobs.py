@@ -8,15 +8,9 @@ The volume discipline every body follows: `reload()` before reading what another
 container may have committed, `commit()` after writing anything worth keeping (the
 engine itself commits after every checkpoint and prune).
 
-Retries and preemption (see docs/modal.md):
-- A preempted container is restarted by Modal on the same input without using a retry;
-  an exception uses one (with the backoff delay). Either way the next attempt gets the
-  same run_id and continues from the last committed checkpoint.
-- On SIGTERM/SIGINT (preemption) or when the attempt's time budget runs out, the engine
-  checkpoints at the next step, commits, and `train_job` raises `AttemptStopped`, so
-  the input is attempted again rather than reported done with an unfinished run.
-- On Modal input cancellation (SIGUSR1 for sync functions) the run checkpoints and the
-  call returns normally: the user asked it to stop, so it must not be retried.
+Training itself is `training.py` (how a call ends is most of its story). A problem
+the user must fix is returned as a value (`returns_user_errors`), never raised to be
+retried with backoff on a GPU.
 """
 
 from __future__ import annotations
@@ -24,29 +18,41 @@ from __future__ import annotations
 import io
 import os
 import signal
-import threading
-from contextlib import contextmanager
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tinycats.cloud.pricing import gpu_type_of_device
 from tinycats.cloud.resources import with_data_dir
-from tinycats.errors import ConfigError
+from tinycats.errors import ConfigError, StorageError, TinycatsError
 from tinycats.storage import Store
 
-CANCEL_SIGNAL = signal.SIGUSR1
-"""Modal's input cancellation of a sync function arrives as SIGUSR1 (modal 1.6.4
-`_container_entrypoint`); the guard takes it over from Modal's raising handler."""
-CANCEL_REASON = CANCEL_SIGNAL.name
-TIME_BUDGET_REASON = "attempt time budget"
-GUARD_SIGNALS = (signal.SIGTERM, signal.SIGINT, CANCEL_SIGNAL)
+GUARD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+"""What the training guard takes over: SIGINT is Modal's preemption (a grace period, then
+SIGKILL), SIGTERM a generic stop, SIGUSR1 the user's cancellation of a sync function's
+input (modal 1.6.4 `_container_entrypoint.call_function`, whose own handler would raise
+InputCancellation in the middle of a step)."""
 
 
-class AttemptStopped(RuntimeError):
-    """An attempt stopped early (preemption, time budget) after committing its checkpoint.
+def user_error(err: TinycatsError) -> dict[str, Any]:
+    """A deterministic problem as a value: the client prints it as one line, exit 2."""
+    return {"status": "error", "error": str(err), "error_type": type(err).__name__}
 
-    Raised so Modal runs the input again; the next attempt resumes from that checkpoint.
-    """
+
+def returns_user_errors(body: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run `body`; return its TinycatsErrors as values. StorageError is raised: a volume that
+    stays busy is transient and worth a retry."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return body(*args, **kwargs)
+        except StorageError:
+            raise
+        except TinycatsError as err:
+            return user_error(err)
+
+    wrapped.__name__, wrapped.__doc__ = body.__name__, body.__doc__
+    return wrapped
 
 
 def close_data_handles() -> None:
@@ -78,21 +84,6 @@ def _prepared_exists(data_root: Path, config: Any) -> bool:
     return (data_root / prepared_name(config.data) / MANIFEST).is_file()
 
 
-@contextmanager
-def attempt_timer(guard: Any, budget_seconds: float | None):
-    """Ask the guard to stop once the attempt's time budget is spent (None: no budget)."""
-    if budget_seconds is None:
-        yield
-        return
-    timer = threading.Timer(budget_seconds, guard.request, args=(TIME_BUDGET_REASON,))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """`top` over `base`, recursively (nested config sections merge key by key)."""
     merged = dict(base)
@@ -104,50 +95,7 @@ def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def train_job(
-    data: Store,
-    outputs: Store,
-    task: str,
-    config_layer: dict[str, Any],
-    run_id: str,
-    guard: Any,
-    *,
-    budget_seconds: float | None = None,
-) -> dict[str, Any]:
-    """One attempt of a run: resume `run_id` if it has a committed checkpoint, else start it.
-
-    `config_layer` holds the caller's choices only (TOML file contents and --set
-    overrides as a nested dict). They go on top of the run's saved config when the run
-    exists, else on top of the defaults — the same layering as `tinycats train` — so a
-    resumed run keeps its settings unless the caller changes one (e.g. optim.max_steps).
-    """
-    from tinycats.config import build_config
-    from tinycats.train import plan_run, run_training
-
-    if not run_id:
-        raise ConfigError("a cloud run needs its run_id fixed by the caller before the first try")
-    data.reload()
-    outputs.reload()
-    plan = plan_run(outputs, task, run_id, "auto")
-    config = build_config(task, base=merge_layers(plan.saved_config or {}, config_layer))
-    config = with_data_dir(config, data.root)
-    prepare_data_job(data, config.to_dict())
-    print(f"{plan.run_id}: {plan.reason} (attempt on {outputs.root})", flush=True)
-    try:
-        with attempt_timer(guard, budget_seconds):
-            result = run_training(config, outputs, plan.run_id, guard=guard, progress=False)
-    finally:
-        # The final run record and any pretrained weights cached under TORCH_HOME.
-        outputs.commit()
-        data.commit()
-    if result.status == "preempted" and guard.reason != CANCEL_REASON:
-        raise AttemptStopped(
-            f"run {result.run_id} stopped at step {result.step}/{result.max_steps} "
-            f"({guard.reason}); checkpoint committed, the next attempt resumes from it"
-        )
-    return asdict(result)
-
-
+@returns_user_errors
 def evaluate_job(
     outputs: Store, data: Store, run_id: str, *, split: str = "test", which: str = "best"
 ) -> dict[str, Any]:
@@ -175,6 +123,7 @@ def class_indices(classes: list[str], breed: str) -> list[int]:
     return [classes.index(breed)]
 
 
+@returns_user_errors
 def sample_job(
     outputs: Store,
     run_id: str,
@@ -228,4 +177,30 @@ def cuda_warmup() -> dict[str, Any]:
     x = torch.randn(256, 256, device="cuda")
     (x @ x).sum().item()
     torch.cuda.synchronize()
-    return {"cuda": True, "gpu": torch.cuda.get_device_name(0), "pid": os.getpid()}
+    name, count = torch.cuda.get_device_name(0), torch.cuda.device_count()
+    kind = gpu_type_of_device(name)
+    return {
+        "cuda": True,
+        "gpu": name,
+        "gpu_type": None if kind is None else f"{kind}:{count}" if count > 1 else kind,
+        "pid": os.getpid(),
+    }
+
+
+class GpuUnavailable(RuntimeError):
+    """A function that was given a GPU sees none: training on its CPU would bill a GPU for
+    nothing. Raised (not returned) so Modal retries the input on another container."""
+
+
+def require_cuda() -> None:
+    """Stop at once, with the versions that explain why, when torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise GpuUnavailable(
+        f"this function was given a GPU but torch {torch.__version__} (built for CUDA "
+        f"{torch.version.cuda or 'none: a CPU-only wheel'}) sees no CUDA device; stopping "
+        "before any training is billed as GPU time. Check the image's torch wheel and the "
+        "driver (nvidia-smi in `modal shell`)"
+    )

@@ -3,19 +3,21 @@
 Read top to bottom, this file is the whole cloud story (after modal-examples'
 long-training.py):
 
-1. an image with exact pins, whose dependency layers never rebuild on a code edit;
+1. an image whose dependency layers are a lock file installed by a pinned uv, so they
+   never change under you and never rebuild on a code edit;
 2. two volumes: `data` (prepared shards, pretrained weights via TORCH_HOME) and
    `outputs` (the Store root: checkpoints, runs, reports, samples);
-3. `prepare_data`: builds the dataset cache on the data volume once;
-4. `Trainer`: a class whose container imports torch once into a memory snapshot,
-   warms CUDA after restore, and trains a run that resumes from its last committed
-   checkpoint — so a retry, a preemption or a new call continues instead of restarting;
-5. `evaluate` and `sample`: reload the outputs volume, read the run, write, commit.
+3. `prepare_data`: builds the dataset cache on the data volume, on CPUs only;
+4. `Trainer`: a GPU class whose container imports torch once into a memory snapshot,
+   warms CUDA after restore, and trains one slice of a run: it resumes from the last
+   committed checkpoint and, when its time is up, spawns its own continuation;
+5. `evaluate` and `sample`: reload the outputs volume, read the run, write, commit;
+6. `main`: a local entrypoint, so `modal run -m tinycats.cloud.modal_app` trains too.
 
-Every number (GPU, timeout, retries, volume names) comes from the TrainConfig via
-`resources.py`; the bodies are `jobs.py`, tested locally against a fake volume.
-Deploy/run through `tinycats cloud ...` (see docs/modal.md), or directly:
-`modal deploy -m tinycats.cloud.modal_app`.
+What the App is built with (volume names, the GPU or GPU fallback list, snapshots)
+comes from the config through `resources.py`; per-call settings (GPU, slice length,
+retries) travel with each call and, for a run's later calls, come from its record.
+The bodies are `jobs.py` and `training.py`, tested locally against a fake volume.
 """
 
 from __future__ import annotations
@@ -28,17 +30,22 @@ import modal
 
 from tinycats.cloud import jobs
 from tinycats.cloud import resources as res
+from tinycats.gpus import modal_gpu_argument
 
 MODAL_CONFIG, RETRY_CONFIG = res.settings_from_env()
 SETTINGS_ENV = res.settings_env(MODAL_CONFIG, RETRY_CONFIG)
 
 app = modal.App(MODAL_CONFIG.app_name)
 
-# -- 1. the image: dependencies first (cached), our code last (a code edit rebuilds nothing) --
+# -- 1. the image: locked dependencies first (cached), our code last (an edit rebuilds nothing) -
 
 image = (
     modal.Image.debian_slim(python_version=res.PYTHON_VERSION)
-    .uv_pip_install(requirements=[str(res.REQUIREMENTS_FILE)])
+    .uv_pip_install(
+        requirements=[str(res.LOCK_FILE)],
+        uv_version=res.UV_VERSION,
+        extra_options="--no-deps",  # the lock is complete: install exactly it
+    )
     .env(res.image_env())
     .add_local_python_source("tinycats")
 )
@@ -60,8 +67,7 @@ common = {
     "volumes": volumes,
     "env": SETTINGS_ENV,  # the container rebuilds this same App (same volume names)
     "timeout": res.timeout_seconds(MODAL_CONFIG),
-    "cpu": MODAL_CONFIG.cpu,
-    "memory": MODAL_CONFIG.memory_mb,
+    "scaledown_window": MODAL_CONFIG.scaledown_window_s,  # an idle GPU is billed until then
 }
 
 
@@ -77,21 +83,29 @@ def stores() -> tuple[Any, Any]:
     )
 
 
-# -- 3. the dataset cache ---------------------------------------------------------------------
+# -- 3. the dataset cache, on CPUs ------------------------------------------------------------
 
-
-function_options = {**common, "retries": retries}
-gpu_function_options = {**function_options, "gpu": MODAL_CONFIG.gpu}
-trainer_options = {
-    **gpu_function_options,
-    "enable_memory_snapshot": MODAL_CONFIG.memory_snapshot,
+cpu_function_options = {
+    **common,
+    "retries": retries,
+    "cpu": res.PREPARE_CPU,
+    "memory": res.PREPARE_MEMORY_MB,
+    "timeout": res.PREPARE_TIMEOUT_S,  # a first Oxford download and decode
 }
-baseline_options = {**common, "gpu": MODAL_CONFIG.gpu, "enable_memory_snapshot": False}
+gpu_options = {
+    **common,
+    "gpu": modal_gpu_argument(MODAL_CONFIG.gpu),  # a list is Modal's fallback order
+    "cpu": MODAL_CONFIG.cpu,
+    "memory": MODAL_CONFIG.memory_mb,
+}
+gpu_function_options = {**gpu_options, "retries": retries}
+trainer_options = {**gpu_function_options, "enable_memory_snapshot": MODAL_CONFIG.memory_snapshot}
+baseline_options = {**gpu_options, "enable_memory_snapshot": False}
 
 
-@app.function(**function_options)
+@app.function(**cpu_function_options)
 def prepare_data(config: dict[str, Any]) -> dict[str, Any]:
-    """Prepare the dataset on the data volume (a cache hit returns at once)."""
+    """Prepare the dataset on the data volume (a cache hit returns at once); no GPU is billed."""
     data, _ = stores()
     return jobs.prepare_data_job(data, config)
 
@@ -112,6 +126,14 @@ def import_heavy_modules() -> float:
     return time.perf_counter() - started
 
 
+def spawn_continuation(task: str, run_id: str, config: Any) -> str:
+    """Start the run's next slice as a new call, with the run's own per-call settings."""
+    options = res.call_options(config)
+    options["retries"] = modal.Retries(**options["retries"])
+    call = Trainer.with_options(**options)().train.spawn(task, {}, run_id)
+    return call.object_id
+
+
 class TrainerBody:
     """Methods shared by the snapshot and no-snapshot variants (see bench); each variant
     declares its own import hook, because Modal refuses `snap=True` hooks (even inherited
@@ -126,17 +148,34 @@ class TrainerBody:
 
     @modal.method()
     def train(self, task: str, config: dict[str, Any], run_id: str) -> dict[str, Any]:
-        """One attempt of run `run_id`; resumes it if it has a committed checkpoint.
+        """One slice of run `run_id` (see training.py for how it ends).
 
-        `config` is the caller's layer (file + --set), applied over the saved run config.
+        `config` is the caller's layer (file + --set), applied over the run's saved config.
         """
+        started = time.monotonic()  # Modal's timeout counts from the input's start
+        from tinycats.cloud.training import train_call
         from tinycats.train import PreemptionGuard
 
         data, outputs = stores()
-        budget = res.attempt_budget_seconds(res.timeout_seconds(MODAL_CONFIG))
-        # SIGTERM/SIGINT (preemption) and SIGUSR1 (input cancellation) → checkpoint and stop.
         with PreemptionGuard(signals=jobs.GUARD_SIGNALS) as guard:
-            return jobs.train_job(data, outputs, task, config, run_id, guard, budget_seconds=budget)
+            result = train_call(
+                data,
+                outputs,
+                task,
+                config,
+                run_id,
+                guard,
+                started=started,
+                continue_run=lambda cfg: spawn_continuation(task, run_id, cfg),
+                call_id=modal.current_function_call_id(),
+                gpu=self.cuda.get("gpu_type"),
+                require_gpu=jobs.require_cuda,
+            )
+        if result.get("status") == "cancelled":  # the runtime records a TERMINATED input
+            raise modal.exception.InputCancellation(
+                f"run {run_id} cancelled at step {result['step']}; its checkpoint is committed"
+            )
+        return result
 
     @modal.method()
     def ping(self) -> dict[str, Any]:
@@ -182,3 +221,21 @@ def sample(run_id: str, options: dict[str, Any]) -> dict[str, Any]:
     """Draw a grid with a DiT run; saved under samples/<run_id>/ and returned as PNG bytes."""
     _, outputs = stores()
     return jobs.sample_job(outputs, run_id, **options)
+
+
+# -- 6. `modal run` -------------------------------------------------------------------------------
+
+
+@app.local_entrypoint()
+def main(
+    task: str = "classifier",
+    config: str = "",
+    run_id: str = "",
+    max_steps: int = 0,
+    gpu: str = "",
+) -> None:
+    """`modal run -m tinycats.cloud.modal_app --task dit --max-steps 500`: one training run,
+    followed across its slices, as `tinycats cloud train` does (see docs/modal.md)."""
+    from tinycats.cloud.client import local_entrypoint_train
+
+    print(local_entrypoint_train(Trainer, task, config, run_id, max_steps, gpu))

@@ -21,6 +21,7 @@ from typing import Any
 
 from tinycats.config import ModalConfig, RetryConfig, TrainConfig, validate_config
 from tinycats.errors import ConfigError
+from tinycats.gpus import modal_gpu_argument
 
 MINUTES = 60
 """Seconds in a minute: Modal takes timeouts in seconds, the config says minutes."""
@@ -36,7 +37,19 @@ SETTINGS_ENV = "TINYCATS_MODAL_SETTINGS"
 """JSON of {"modal": ModalConfig, "retries": RetryConfig} the App is built from."""
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[3] / "requirements-modal.txt"
-"""At the repository root (the package is installed editable for cloud use)."""
+"""At the repository root (the package is installed editable for cloud use): the direct
+dependencies of the GPU image, pinned."""
+LOCK_FILE = REQUIREMENTS_FILE.with_suffix(".lock")
+"""Every package the image installs, resolved from REQUIREMENTS_FILE for Linux x86_64 and
+Python 3.12 by `uv pip compile` (its header has the command); installed with --no-deps."""
+UV_VERSION = "0.13.9"
+"""The uv binary the image builds with (modal 1.6.4 `Image.uv_pip_install(uv_version=)`;
+unpinned it copies ghcr.io/astral-sh/uv:latest, and a new uv can resolve differently)."""
+
+PREPARE_CPU = 2.0
+PREPARE_MEMORY_MB = 8192
+PREPARE_TIMEOUT_S = 2 * 60 * 60
+"""The CPU-only preparation function: a first Oxford download (~800 MB) and decode."""
 
 MAX_PLATFORM_RESTARTS = 8
 """Modal restarts an input lost to preemption at once, without using a retry, up to this
@@ -99,13 +112,13 @@ def retry_delays(retries: RetryConfig) -> list[float]:
 
 
 def timeout_seconds(modal_cfg: ModalConfig) -> int:
-    """One attempt's time limit; a longer run continues in the next attempt."""
+    """One call's time limit; a longer run continues in a new call (training.py)."""
     return modal_cfg.timeout_minutes * MINUTES
 
 
 def attempt_budget_seconds(timeout: float) -> float:
-    """When to stop an attempt on our own: leave time to checkpoint and commit before Modal's
-    hard timeout (max(60 s, 5 %), never more than half the attempt)."""
+    """When a slice stops itself: leave time to checkpoint, commit and spawn the next call
+    before Modal's hard timeout (max(60 s, 5 %), never more than half the slice)."""
     margin = min(max(60.0, 0.05 * timeout), timeout / 2)
     return timeout - margin
 
@@ -113,19 +126,26 @@ def attempt_budget_seconds(timeout: float) -> float:
 def call_options(config: TrainConfig, gpu: str | None = None) -> dict[str, Any]:
     """What `Cls.with_options` / `Function.with_options` receive for one call.
 
-    `retries` is left as kwargs; modal_app turns it into `modal.Retries`.
+    `with_options(gpu=...)` takes one string (modal 1.6.4 `_Function.with_options`), so a
+    fallback list is not passed: the call then runs on the list the App was deployed
+    with (`@app.cls(gpu=[...])`, the only place the client accepts a list). `retries`
+    is left as kwargs; the caller turns it into `modal.Retries`.
     """
     modal_cfg = config.modal
     if gpu is not None:  # validated like `--set modal.gpu=...`: a one-line ConfigError
         raw = config.to_dict()
         modal_cfg = validate_config({**raw, "modal": {**raw["modal"], "gpu": gpu}}).modal
-    return {
-        "gpu": modal_cfg.gpu,
+    options: dict[str, Any] = {
         "timeout": timeout_seconds(modal_cfg),
         "cpu": modal_cfg.cpu,
         "memory": modal_cfg.memory_mb,
+        "scaledown_window": modal_cfg.scaledown_window_s,
         "retries": retry_kwargs(config.retries),
     }
+    gpu_argument = modal_gpu_argument(modal_cfg.gpu)
+    if isinstance(gpu_argument, str):
+        options["gpu"] = gpu_argument
+    return options
 
 
 def volume_names(modal_cfg: ModalConfig) -> dict[str, str]:

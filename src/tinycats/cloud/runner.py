@@ -1,18 +1,24 @@
-"""Modal's retry semantics, run locally: how tests prove a retried run resumes, not restarts.
+"""Modal's call semantics, run locally: how tests prove a run survives, resumes and goes on.
 
-`run_with_retries(body, retries)` calls `body(attempt)` the way Modal runs one input of
-a function with `retries=modal.Retries(**retry_kwargs(retries))`:
+`run_with_retries(body, retries)` runs one input the way Modal does for a function
+with `retries=modal.Retries(**retry_kwargs(retries))`:
 
-- an exception uses one retry; the next attempt starts after `retry_delay(retries, n)`
-  (the same schedule Modal computes), and after `max_retries` the last error is raised;
-- a platform preemption (`attempt.preempt(reason)`, the stand-in for Modal's SIGTERM/
-  SIGINT to a container it reclaims) restarts the input at once without using a retry,
-  up to MAX_PLATFORM_RESTARTS times, as Modal treats lost inputs as internal failures.
+- an exception is a failure: it uses one retry, the next attempt starts after
+  `retry_delay(retries, n)` (the schedule of modal 1.6.4 `retries.RetryManager`), and
+  after `max_retries` the last error is raised;
+- a KeyboardInterrupt is how an input ends when the platform interrupts its container
+  (SIGINT and a grace period): the runtime sends no output for it, so the input is
+  restarted at once without using a retry (an internal failure: modal 1.6.4
+  `_functions._InputPlaneInvocation.run_function` re-submits those immediately, up to
+  `MAX_INTERNAL_FAILURE_COUNT` = 8 times), and that is modelled here.
 
-Each attempt gets a fresh `PreemptionGuard` (no signal handlers: the test drives it) and
-its number; the body decides what a "fresh container" means (tests mount a new
-FakeVolume container per attempt, so only committed state survives). `sleep` is
-injectable so a test checks the delays without waiting for them.
+`run_chain(body, retries)` follows a run across its calls: an input whose value has
+status "continued" was followed by a new call (its own spawn), which starts with a
+fresh retry budget, as a spawned call does on Modal.
+
+Each attempt gets a fresh `PreemptionGuard` (no signal handlers: the test drives it);
+the body decides what a fresh container means (tests mount new FakeVolume containers,
+so only published state survives). `sleep` is injectable, so no test waits.
 """
 
 from __future__ import annotations
@@ -20,41 +26,38 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any
 
 from tinycats.cloud.resources import MAX_PLATFORM_RESTARTS, retry_delay
 from tinycats.config import RetryConfig
 from tinycats.train import PreemptionGuard
 
-T = TypeVar("T")
-
 
 @dataclass
 class Attempt:
-    """One try of the input: its number (1-based), its guard, and whether the platform
-    preempted it."""
+    """One try of an input: its call (1-based), its number within the call, its guard."""
 
     number: int
+    call: int = 1
     guard: PreemptionGuard = field(default_factory=lambda: PreemptionGuard(signals=()))
-    preempted: bool = False
 
-    def preempt(self, reason: str = "SIGTERM") -> None:
+    def preempt(self, reason: str = "SIGINT") -> None:
         """The platform reclaims this container: the guard hears the signal."""
-        self.preempted = True
         self.guard.request(reason)
 
 
 @dataclass
 class AttemptRecord:
+    call: int
     number: int
-    outcome: str  # "ok" | "failed" | "preempted"
+    outcome: str  # "ok" | "failed" | "interrupted"
     error: str | None = None
     delay: float = 0.0  # seconds slept before the next attempt
 
 
 @dataclass
-class RetryOutcome(Generic[T]):
-    value: T
+class RetryOutcome:
+    value: Any
     attempts: list[AttemptRecord]
 
     @property
@@ -63,33 +66,54 @@ class RetryOutcome(Generic[T]):
 
 
 def run_with_retries(
-    body: Callable[[Attempt], T],
+    body: Callable[[Attempt], Any],
     retries: RetryConfig,
     *,
+    call: int = 1,
     sleep: Callable[[float], None] = time.sleep,
     max_platform_restarts: int = MAX_PLATFORM_RESTARTS,
-) -> RetryOutcome[T]:
+) -> RetryOutcome:
     """Run `body` until it returns, retrying as Modal would; re-raise when retries run out."""
     records: list[AttemptRecord] = []
     failures = restarts = 0
     number = 0
     while True:
         number += 1
-        attempt = Attempt(number)
+        attempt = Attempt(number, call)
         try:
             value = body(attempt)
+        except KeyboardInterrupt as err:
+            restarts += 1
+            records.append(AttemptRecord(call, number, "interrupted", repr(err)))
+            if restarts >= max_platform_restarts:
+                raise
+            continue
         except Exception as err:
-            if attempt.preempted and restarts < max_platform_restarts:
-                restarts += 1
-                records.append(AttemptRecord(number, "preempted", repr(err)))
-                continue
             failures += 1
             if failures > retries.max_retries:
-                records.append(AttemptRecord(number, "failed", repr(err)))
+                records.append(AttemptRecord(call, number, "failed", repr(err)))
                 raise
             delay = retry_delay(retries, failures)
-            records.append(AttemptRecord(number, "failed", repr(err), delay))
+            records.append(AttemptRecord(call, number, "failed", repr(err), delay))
             sleep(delay)
             continue
-        records.append(AttemptRecord(number, "preempted" if attempt.preempted else "ok"))
+        records.append(AttemptRecord(call, number, "ok"))
         return RetryOutcome(value, records)
+
+
+def run_chain(
+    body: Callable[[Attempt], Any],
+    retries: RetryConfig,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    max_calls: int = 50,
+) -> RetryOutcome:
+    """Run a run's calls one after another while each returns status "continued"."""
+    records: list[AttemptRecord] = []
+    for call in range(1, max_calls + 1):
+        outcome = run_with_retries(body, retries, call=call, sleep=sleep)
+        records.extend(outcome.attempts)
+        value = outcome.value
+        if not (isinstance(value, dict) and value.get("status") == "continued"):
+            return RetryOutcome(value, records)
+    raise RuntimeError(f"the run was still continuing after {max_calls} calls")

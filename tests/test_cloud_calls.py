@@ -1,0 +1,159 @@
+"""Calls already made: a run followed across its calls, and every remote failure as one line.
+
+`modal.FunctionCall.from_id` is replaced by calls that behave as the 1.6.4 client's do:
+`get` raises the builtin TimeoutError while the call runs (`_Invocation.poll_function`),
+OutputExpiredError once its output is gone, and the remote exception when it failed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import modal
+import pytest
+from typer.testing import CliRunner
+
+from tinycats.cli import app
+from tinycats.cloud import calls, client
+from tinycats.config import build_config
+from tinycats.errors import ConfigError
+
+
+class FakeLogs:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def tail(self, entries: int):
+        for line in self.lines[-entries:]:
+            yield type("Entry", (), {"message": line})()
+
+    def stream(self):
+        yield from self.tail(len(self.lines))
+
+
+class FakeCall:
+    def __init__(self, outcome: Any, logs: list[str] | None = None) -> None:
+        self.outcome, self.logs, self.cancelled = outcome, FakeLogs(logs or []), False
+
+    def get(self, timeout: float | None = None) -> Any:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self, terminate_containers: bool = False) -> None:
+        self.cancelled = True
+
+
+@pytest.fixture
+def modal_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeCall]:
+    table: dict[str, FakeCall] = {}
+
+    def from_id(call_id: str) -> FakeCall:
+        if call_id not in table:
+            raise modal.exception.NotFoundError(f"function call {call_id} not found")
+        return table[call_id]
+
+    monkeypatch.setattr(modal.FunctionCall, "from_id", from_id)
+    return table
+
+
+def done(step: int, status: str = "completed", **extra: Any) -> dict[str, Any]:
+    return {"run_id": "r", "status": status, "step": step, "max_steps": 30, "metrics": {}, **extra}
+
+
+def test_a_run_is_followed_across_its_calls(modal_calls) -> None:
+    modal_calls["fc-1"] = FakeCall(done(10, "continued", next_call_id="fc-2"))
+    modal_calls["fc-2"] = FakeCall(done(20, "continued", next_call_id="fc-3"))
+    modal_calls["fc-3"] = FakeCall(done(30, checkpoint="c"))
+    seen: list[str] = []
+    finished, value = calls.follow("fc-1", on_next=lambda v, call_id: seen.append(call_id))
+    assert finished and value["step"] == 30 and seen == ["fc-2", "fc-3"]
+
+
+def test_a_running_call_is_not_done(modal_calls) -> None:
+    modal_calls["fc-1"] = FakeCall(done(10, "continued", next_call_id="fc-2"))
+    modal_calls["fc-2"] = FakeCall(TimeoutError())
+    assert calls.follow("fc-1", timeout=0) == (False, "fc-2")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        (modal.exception.OutputExpiredError(), "has expired"),
+        (RuntimeError("CUDA error: out of memory\nmore"), "failed: RuntimeError: more"),
+        ({"status": "error", "error": "unknown breed 'Lion'"}, "unknown breed 'Lion'"),
+    ],
+)
+def test_remote_failures_are_one_line_errors(modal_calls, outcome, message) -> None:
+    modal_calls["fc-1"] = FakeCall(outcome)
+    with pytest.raises(calls.CloudError, match=message) as info:
+        calls.follow("fc-1")
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_id_resolves_to_its_newest_call(monkeypatch, modal_calls) -> None:
+    ledger = {"run_id": "r", "calls": [{"call_id": "fc-1"}, {"call_id": "fc-2"}]}
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: ledger)
+    assert calls.resolve_call("r", "vol") == "fc-2"
+    assert calls.resolve_call("fc-9", "vol") == "fc-9"
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: None)
+    with pytest.raises(calls.CloudError, match="no cloud call recorded for run 'r'"):
+        calls.resolve_call("r", "vol")
+
+
+def test_logs_and_cancel_through_the_cli(monkeypatch, modal_calls) -> None:
+    modal_calls["fc-1"] = FakeCall(TimeoutError(), logs=["step 1/30\n", "step 2/30\n"])
+    monkeypatch.setattr(calls, "read_remote_json", lambda v, p: {"calls": [{"call_id": "fc-1"}]})
+    runner = CliRunner()
+    out = runner.invoke(app, ["cloud", "logs", "my-run", "-n", "1"])
+    assert out.exit_code == 0 and out.output == "step 2/30\n"
+    out = runner.invoke(app, ["cloud", "cancel", "my-run"])
+    assert out.exit_code == 0 and modal_calls["fc-1"].cancelled
+    out = runner.invoke(app, ["cloud", "result", "fc-1"])
+    assert out.exit_code == 1 and "still running" in out.output
+
+
+def test_cloud_result_of_an_expired_output_is_one_line_exit_2(tmp_path) -> None:
+    """The real exit code, in a subprocess whose modal.FunctionCall is the fake's."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, modal\n"
+        "class Call:\n"
+        "    def get(self, timeout=None):\n"
+        "        raise modal.exception.OutputExpiredError()\n"
+        "modal.FunctionCall.from_id = staticmethod(lambda call_id: Call())\n"
+        "sys.argv = ['tinycats', 'cloud', 'result', 'fc-old']\n"
+        "from tinycats.cli import main\n"
+        "main()\n"
+    )
+    done_ = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done_.returncode == 2, done_.stderr
+    assert done_.stderr.count("\n") == 1 and "fc-old has expired" in done_.stderr
+
+
+def test_the_client_refuses_a_run_of_another_task_before_launch(monkeypatch) -> None:
+    record = {"run_id": "r", "task": "classifier", "config": {"data": {"source": "synthetic"}}}
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: record)
+    config = build_config("dit")
+    with pytest.raises(ConfigError, match="is a classifier run, not dit"):
+        client.check_run(config, "r", "dit")
+    with pytest.raises(ConfigError, match="is a classifier run, not dit"):
+        client.sample(config, "r", {"breed": "all"}, gpu=None)
+
+
+def test_the_client_refuses_an_unknown_breed_or_run_before_launch(monkeypatch) -> None:
+    record = {"task": "dit", "config": {"data": {"source": "synthetic", "synthetic_classes": 2}}}
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: record)
+    config = build_config("dit")
+    with pytest.raises(ConfigError, match=r"unknown breed 'Lion'; choose one of 00_"):
+        client.sample(config, "r", {"breed": "Lion"}, gpu=None)
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: None)
+    with pytest.raises(ConfigError, match="no run 'r' on volume tinycats-outputs"):
+        client.evaluate(build_config("classifier"), "r", split="test", which="best", gpu=None)
+
+
+def test_the_estimate_before_launch_names_the_slice_price() -> None:
+    line = client.estimate_line(build_config("classifier", overrides=["modal.gpu='H100:2'"]))
+    assert line.startswith("at most $") and "per 60-minute slice on H100:2" in line
