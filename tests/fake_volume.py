@@ -305,3 +305,23 @@ def _watch_opens(volume: FakeVolume) -> None:
         sys.addaudithook(_audit)
         sys._tinycats_fake_volume_hook = True  # type: ignore[attr-defined]
     _WATCHED.add(volume)
+
+
+class FakeDict:
+    """An in-memory `modal.Dict` for leases: `put(..., skip_if_exists=True)` is an atomic
+    create that says whether it won (modal 1.6.4 dict.py `_Dict.put`)."""
+
+    def __init__(self) -> None:
+        self._data: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            return self._data.get(key, default)
+
+    def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+        with self._lock:
+            if skip_if_exists and key in self._data:
+                return False
+            self._data[key] = value
+            return True

@@ -85,6 +85,26 @@ def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | N
     return record
 
 
+def check_not_live(config: TrainConfig, run_id: str, kv: Any = None) -> None:
+    """Refuse to launch a run that a live call is training (its lease), before any GPU."""
+    from tinycats.cloud.lease import RunBusy, RunLease
+
+    if kv is None:
+        import modal
+
+        try:
+            kv = modal.Dict.from_name(res.leases_dict_name(config.modal))
+            kv.hydrate()
+        except modal.exception.NotFoundError:
+            return  # no lease was ever taken in this App
+    holder = RunLease(kv, run_id, "client").live_holder()
+    if holder is not None:
+        raise RunBusy(
+            f"run {run_id} is being trained by call {holder['call']}; follow it with "
+            f"`tinycats cloud logs {run_id}` or stop it with `tinycats cloud cancel {run_id}`"
+        )
+
+
 def estimate_line(config: TrainConfig) -> str:
     """What one slice can cost at most, before launch (prices dated; see pricing.py)."""
     modal_cfg = config.modal
@@ -116,7 +136,8 @@ def train(
     (resolved) sets the call's resources; `layer` (the user's file and --set choices) is
     what the container applies over the run's saved config or the defaults.
     """
-    check_run(config, run_id, config.task)
+    if check_run(config, run_id, config.task) is not None:
+        check_not_live(config, run_id)
     with deployed(config) as module:
         prepared = calls.outcome_of(module.prepare_data.remote(config.to_dict()))
         trainer = _with_options(module.Trainer, config, None)()

@@ -60,6 +60,8 @@ def _volume(name: str) -> modal.Volume:
 data_volume = _volume(MODAL_CONFIG.data_volume)
 outputs_volume = _volume(MODAL_CONFIG.outputs_volume)
 volumes = {res.DATA_MOUNT: data_volume, res.OUTPUTS_MOUNT: outputs_volume}
+leases = modal.Dict.from_name(res.leases_dict_name(MODAL_CONFIG), create_if_missing=True)
+"""One writer per run: a volume cannot arbitrate between containers, a Dict can (lease.py)."""
 
 retries = modal.Retries(**res.retry_kwargs(RETRY_CONFIG))
 common = {
@@ -153,10 +155,12 @@ class TrainerBody:
         `config` is the caller's layer (file + --set), applied over the run's saved config.
         """
         started = time.monotonic()  # Modal's timeout counts from the input's start
+        from tinycats.cloud.lease import RunLease
         from tinycats.cloud.training import train_call
         from tinycats.train import PreemptionGuard
 
         data, outputs = stores()
+        call_id = modal.current_function_call_id()
         with PreemptionGuard(signals=jobs.GUARD_SIGNALS) as guard:
             result = train_call(
                 data,
@@ -167,9 +171,10 @@ class TrainerBody:
                 guard,
                 started=started,
                 continue_run=lambda cfg: spawn_continuation(task, run_id, cfg),
-                call_id=modal.current_function_call_id(),
+                call_id=call_id,
                 gpu=self.cuda.get("gpu_type"),
                 require_gpu=jobs.require_cuda,
+                lease=lambda run: RunLease(leases, run, call_id),
             )
         if result.get("status") == "cancelled":  # the runtime records a TERMINATED input
             raise modal.exception.InputCancellation(

@@ -148,6 +148,11 @@ def call_options(config: TrainConfig, gpu: str | None = None) -> dict[str, Any]:
     return options
 
 
+def leases_dict_name(modal_cfg: ModalConfig) -> str:
+    """The modal.Dict holding the App's run leases (cloud/lease.py)."""
+    return f"{modal_cfg.app_name}-leases"
+
+
 def volume_names(modal_cfg: ModalConfig) -> dict[str, str]:
     """Mount path → volume name."""
     return {DATA_MOUNT: modal_cfg.data_volume, OUTPUTS_MOUNT: modal_cfg.outputs_volume}

@@ -41,6 +41,7 @@ from typing import Any
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
 from tinycats.cloud.jobs import merge_layers, prepare_data_job, returns_user_errors
+from tinycats.cloud.lease import FencedStore, RunLease
 from tinycats.cloud.resources import MINUTES, attempt_budget_seconds, with_data_dir
 from tinycats.errors import ConfigError, TinycatsError
 from tinycats.storage import RunRegistry, Store, write_json_atomic
@@ -108,6 +109,7 @@ def train_call(
     call_id: str | None = None,
     gpu: str | None = None,
     require_gpu: Callable[[], None] | None = None,
+    lease: Callable[[str], RunLease] | None = None,
 ) -> dict[str, Any]:
     """One call (slice) of run `run_id`: resume it from its last committed checkpoint, train
     until it completes or the slice ends, and say how it ended (see the module docstring).
@@ -115,17 +117,60 @@ def train_call(
     The run's settings (slice length, GPU, grace) come from its own record, with
     `config_layer` (the caller's file and --set choices) on top: redeploying the App for
     another command never changes a live run. `continue_run(config)` spawns the next
-    call and returns its id; `require_gpu` raises when a GPU function sees no GPU.
+    call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
+    `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
     """
-    from tinycats.config import build_config
-    from tinycats.train import run_training
-
     if require_gpu is not None:  # before anything is billed as GPU time
         require_gpu()
     if not run_id:
         raise ConfigError("a cloud run needs its run_id fixed by the caller before the first try")
     data.reload()
     outputs.reload()
+    held = None
+    if lease is not None:
+        held = lease(run_id)
+        held.acquire()  # RunBusy (another live call has the run) is a user error
+        held.start_heartbeat()
+        outputs = FencedStore(outputs, held)
+    try:
+        return _train_held(
+            data,
+            outputs,
+            task,
+            config_layer,
+            run_id,
+            guard,
+            held,
+            started=started,
+            clock=clock,
+            continue_run=continue_run,
+            call_id=call_id,
+            gpu=gpu,
+        )
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _train_held(
+    data: Store,
+    outputs: Store,
+    task: str,
+    config_layer: dict[str, Any],
+    run_id: str,
+    guard: Any,
+    held: RunLease | None,
+    *,
+    started: float,
+    clock: Callable[[], float],
+    continue_run: Callable[[Any], str] | None,
+    call_id: str | None,
+    gpu: str | None,
+) -> dict[str, Any]:
+    """The call, once this container holds the run."""
+    from tinycats.config import build_config
+    from tinycats.train import run_training
+
     record = saved_run(outputs, task, run_id)
     saved = record.get("config") if record else None
     config = build_config(task, base=merge_layers(saved or {}, config_layer))
@@ -143,6 +188,8 @@ def train_call(
         raise
     outcome = _outcome(result, guard.reason)
     _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome)
+    if held is not None:  # a restart or a continuation must not wait for the lease
+        held.release()
     if outcome == "interrupted":
         raise InputInterrupted(
             f"run {run_id} stopped at step {result['step']} ({guard.reason}); its checkpoint "
