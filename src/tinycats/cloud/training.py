@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -120,76 +120,35 @@ def train_call(
     call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
     `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
     """
+    from tinycats.config import build_config
+    from tinycats.train import run_training
+
     if require_gpu is not None:  # before anything is billed as GPU time
         require_gpu()
     if not run_id:
         raise ConfigError("a cloud run needs its run_id fixed by the caller before the first try")
     data.reload()
     outputs.reload()
-    held = None
-    if lease is not None:
-        held = lease(run_id)
-        held.acquire()  # RunBusy (another live call has the run) is a user error
-        held.start_heartbeat()
-        outputs = FencedStore(outputs, held)
-    try:
-        return _train_held(
-            data,
-            outputs,
-            task,
-            config_layer,
-            run_id,
-            guard,
-            held,
-            started=started,
-            clock=clock,
-            continue_run=continue_run,
-            call_id=call_id,
-            gpu=gpu,
-        )
-    finally:
-        if held is not None:
-            held.release()
-
-
-def _train_held(
-    data: Store,
-    outputs: Store,
-    task: str,
-    config_layer: dict[str, Any],
-    run_id: str,
-    guard: Any,
-    held: RunLease | None,
-    *,
-    started: float,
-    clock: Callable[[], float],
-    continue_run: Callable[[Any], str] | None,
-    call_id: str | None,
-    gpu: str | None,
-) -> dict[str, Any]:
-    """The call, once this container holds the run."""
-    from tinycats.config import build_config
-    from tinycats.train import run_training
-
-    record = saved_run(outputs, task, run_id)
-    saved = record.get("config") if record else None
-    config = build_config(task, base=merge_layers(saved or {}, config_layer))
-    config = with_data_dir(config, data.root)
-    prepare_data_job(data, config.to_dict())
-    deadline = started + attempt_budget_seconds(config.modal.timeout_minutes * MINUTES)
-    record_call(outputs, run_id, task, call_id)
-    print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
-    slice_guard = SliceGuard(guard, deadline, clock)
-    try:
-        result = asdict(run_training(config, outputs, run_id, guard=slice_guard, progress=False))
-    except BaseException:
-        with contextlib.suppress(Exception):  # the failure matters more than its bill
-            _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
-        raise
-    outcome = _outcome(result, guard.reason)
-    _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome)
-    if held is not None:  # a restart or a continuation must not wait for the lease
-        held.release()
+    with holding(lease, run_id, outputs) as outputs:
+        record = saved_run(outputs, task, run_id)
+        saved = record.get("config") if record else None
+        config = build_config(task, base=merge_layers(saved or {}, config_layer))
+        config = with_data_dir(config, data.root)
+        prepare_data_job(data, config.to_dict())
+        deadline = started + attempt_budget_seconds(config.modal.timeout_minutes * MINUTES)
+        record_call(outputs, run_id, task, call_id)
+        print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
+        slice_guard = SliceGuard(guard, deadline, clock)
+        try:
+            trained = run_training(config, outputs, run_id, guard=slice_guard, progress=False)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failure matters more than its bill
+                _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
+            raise
+        result = asdict(trained)
+        outcome = _outcome(result, guard.reason)
+        _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome)
+    # The lease is released here: a restart or a continuation need not wait for it.
     if outcome == "interrupted":
         raise InputInterrupted(
             f"run {run_id} stopped at step {result['step']} ({guard.reason}); its checkpoint "
@@ -205,6 +164,24 @@ def _train_held(
             raise RuntimeError("the slice ended but this call cannot spawn its continuation")
         result["next_call_id"] = continue_run(config)
     return {**result, "status": outcome}
+
+
+@contextlib.contextmanager
+def holding(
+    lease: Callable[[str], RunLease] | None, run_id: str, outputs: Store
+) -> Iterator[Store]:
+    """Hold the run's lease for the block (None: no lease); yields the outputs Store with
+    its commits fenced by the lease."""
+    if lease is None:
+        yield outputs
+        return
+    held = lease(run_id)
+    held.acquire()  # RunBusy (another live call has the run) is a user error
+    held.start_heartbeat()
+    try:
+        yield FencedStore(outputs, held)
+    finally:
+        held.release()
 
 
 def record_call(outputs: Store, run_id: str, task: str, call_id: str | None) -> None:
