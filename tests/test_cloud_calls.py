@@ -157,3 +157,22 @@ def test_the_client_refuses_an_unknown_breed_or_run_before_launch(monkeypatch) -
 def test_the_estimate_before_launch_names_the_slice_price() -> None:
     line = client.estimate_line(build_config("classifier", overrides=["modal.gpu='H100:2'"]))
     assert line.startswith("at most $") and "per 60-minute slice on H100:2" in line
+
+
+def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch) -> None:
+    prepared: list[Any] = []
+
+    def prepare(config):
+        prepared.append(config)
+        return {"prepared": "x", "cached": False, "files": 3}
+
+    monkeypatch.setattr(client, "prepare", prepare)
+    out = CliRunner().invoke(app, ["cloud", "prepare"])
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in client.shipped_gpu_configs()] == ["classifier-gpu.toml"]
+    [config] = prepared
+    assert (config.data.source, config.data.image_size, config.data.stored_size) == (
+        "oxford",
+        224,
+        256,
+    )

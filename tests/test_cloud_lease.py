@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fake_volume import FakeDict, FakeVolume
-from test_cloud_retries import RUN, layer
+from test_cloud_retries import RUN, layer, prepared
 from tinycats.cloud import training
 from tinycats.cloud.lease import LeaseLost, RunBusy, RunLease
 from tinycats.storage import CheckpointManager, VolumeStore, verify_checkpoint
@@ -66,8 +66,9 @@ def test_a_heartbeat_keeps_the_lease() -> None:
 def test_two_runners_racing_on_one_volume_one_trains_nothing_is_lost(tmp_path: Path) -> None:
     """A user relaunches a run while its detached call is alive: the second call is refused
     with one line naming the live call; the first trains to the end."""
-    data_vol, out_vol, kv = FakeVolume(tmp_path / "data"), FakeVolume(tmp_path / "out"), FakeDict()
     config = layer()
+    data_vol = prepared(FakeVolume(tmp_path / "data"), "dit", config)
+    out_vol, kv = FakeVolume(tmp_path / "out"), FakeDict()
     refused: list[dict[str, Any]] = []
 
     def call(name: str, guard: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from fake_volume import ContainerKilled, FakeContainer, FakeVolume
 from tinycats.cloud import jobs, training
 from tinycats.cloud.resources import retry_delay
 from tinycats.cloud.runner import Attempt, run_chain, run_with_retries
-from tinycats.config import RetryConfig, apply_overrides
+from tinycats.config import RetryConfig, apply_overrides, build_config
 from tinycats.storage import CheckpointManager, RunRegistry, VolumeStore, select_keep
 from tinycats.train import PreemptionGuard
 
@@ -91,6 +91,14 @@ def layer(*extra: str) -> dict[str, Any]:
     return apply_overrides({"task": "dit"}, [*TINY, *extra])
 
 
+def prepared(volume: FakeVolume, task: str, layer: dict[str, Any]) -> FakeVolume:
+    """The client's first step: the run's data prepared by the CPU-only function, committed."""
+    with volume.container("prepare") as box:
+        config = build_config(task, base=layer)
+        jobs.prepare_data_job(VolumeStore(box, box.path), config.to_dict())
+    return volume
+
+
 class Clock:
     """The slice clock: each training step takes `tick` seconds of it."""
 
@@ -106,7 +114,7 @@ def make_body(
 ):
     """The train call of one attempt in fresh containers; `faults[(call, attempt)] = (kind,
     step)`; each step advances the slice clock by `tick` seconds."""
-    data_vol = FakeVolume(root / "data")
+    data_vol = prepared(FakeVolume(root / "data"), "dit", config)
     out_vol = FakeVolume(root / "outputs", background_every=1)
     clock = Clock(tick)
 
@@ -140,7 +148,7 @@ def make_body(
             VolumeStore(data, data.path),
             VolumeStore(out, box.path),
             "dit",
-            config,
+            config if attempt.call == 1 else {},  # a continuation runs on the record alone
             RUN,
             SteppedGuard(attempt, on_step),
             started=clock(),
@@ -253,11 +261,27 @@ def test_a_run_of_three_slices_completes_with_one_retry(runs, tmp_path) -> None:
     assert cloud["estimated_usd"] > 0
 
 
+def test_a_gpu_never_prepares_data(tmp_path) -> None:
+    data_vol, out_vol = FakeVolume(tmp_path / "data"), FakeVolume(tmp_path / "outputs")
+    data, box = data_vol.mount("d"), out_vol.mount("o")
+    result = training.train_call(
+        VolumeStore(data, data.path),
+        VolumeStore(box, box.path),
+        "dit",
+        layer(),
+        RUN,
+        PreemptionGuard(signals=()),
+        started=0.0,
+    )
+    assert result["status"] == "error" and "is not prepared on the data volume" in result["error"]
+    assert data_vol.committed_files() == []
+
+
 def test_a_user_error_in_the_container_is_returned_not_raised(runs, tmp_path) -> None:
     """The run exists as a DiT run: training it as a classifier is deterministic, so it
     comes back as a value (exit 2 on the client), not as a failure to retry."""
     _, vol = runs["reference"]
-    data_vol = FakeVolume(tmp_path / "data")
+    data_vol = prepared(FakeVolume(tmp_path / "data"), "dit", layer())
     data, box = data_vol.mount("d"), vol.mount("wrong-task")
     calls: list[int] = []
 
@@ -292,15 +316,16 @@ def test_retries_run_out_and_the_last_error_is_raised(tmp_path) -> None:
 
 
 def test_evaluate_sees_a_checkpoint_only_after_commit_and_reload(tmp_path) -> None:
-    data_vol, out_vol = FakeVolume(tmp_path / "data"), FakeVolume(tmp_path / "outputs")
     base = ["data.image_size=16", "data.synthetic_classes=4", "data.synthetic_per_class=24"]
     base += ["optim.batch_size=8", "optim.warmup_steps=2", "checkpoint.every_steps=4"]
+    data_vol = prepared(FakeVolume(tmp_path / "data"), "classifier", apply_overrides({}, base))
+    out_vol = FakeVolume(tmp_path / "outputs")
     data, trainer = data_vol.mount("data-train"), out_vol.mount("trainer")
     evaluator, eval_data = out_vol.mount("evaluator"), data_vol.mount("data-eval")
     guard = PreemptionGuard(signals=())
 
     def train(max_steps: int, container: Any) -> None:
-        training.train_call(
+        result = training.train_call(
             VolumeStore(data, data.path),
             VolumeStore(container, trainer.path),
             "classifier",
@@ -310,6 +335,7 @@ def test_evaluate_sees_a_checkpoint_only_after_commit_and_reload(tmp_path) -> No
             started=0.0,
             clock=lambda: 0.0,
         )
+        assert result["status"] == "completed", result
 
     def evaluate() -> dict[str, Any]:
         return jobs.evaluate_job(

@@ -71,20 +71,34 @@ def prepare_command(
     set_: SetOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Build the dataset cache on the data volume (once; later calls return at once)."""
+    """Build datasets on the data volume, on CPUs, once (later calls return at once).
+
+    With no --config, --data or --set: the shards every shipped GPU config needs
+    (configs/*-gpu.toml), so no GPU call ever prepares data.
+    """
     from tinycats.cloud import client
 
-    cfg = _config(task, config, set_, **{"data.source": data})
-    result = client.prepare(cfg)
-    if json_:
-        print_json(result)
+    if config is None and data is None and not set_:
+        configs = [_config(_task_of(path), path, None) for path in client.shipped_gpu_configs()]
     else:
+        configs = [_config(task, config, set_, **{"data.source": data})]
+    results = [client.prepare(cfg) for cfg in configs]
+    if json_:
+        print_json(results)
+        return
+    for cfg, result in zip(configs, results, strict=True):
         state = "cached" if result["cached"] else "prepared"
         console.print(
             f"{state}: {result['prepared']} ({result['files']} files) on volume "
             f"{cfg.modal.data_volume}",
             highlight=False,
         )
+
+
+def _task_of(path: Path) -> str:
+    from tinycats.config import read_config_file
+
+    return read_config_file(path).get("task", "classifier")
 
 
 @app.command("train")

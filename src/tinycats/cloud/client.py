@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -65,6 +66,11 @@ def _with_options(target: Any, config: TrainConfig, gpu: str | None) -> Any:
     options = res.call_options(config, gpu)
     options["retries"] = modal.Retries(**options["retries"])
     return target.with_options(**options)
+
+
+def shipped_gpu_configs() -> list[Path]:
+    """The repository's GPU recipes (configs/*-gpu.toml), whose data `cloud prepare` builds."""
+    return sorted((res.REQUIREMENTS_FILE.parent / "configs").glob("*-gpu.toml"))
 
 
 def prepare(config: TrainConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tinycats.cloud.pricing import gpu_type_of_device
 from tinycats.cloud.resources import with_data_dir
-from tinycats.errors import ConfigError, StorageError, TinycatsError
+from tinycats.errors import ConfigError, DataError, StorageError, TinycatsError
 from tinycats.storage import Store
 
 GUARD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -75,6 +75,18 @@ def prepare_data_job(data: Store, config_dict: dict[str, Any]) -> dict[str, Any]
         data.commit()
     files = sum(1 for p in prepared.rglob("*") if p.is_file())
     return {"prepared": prepared.name, "cached": existed, "files": files}
+
+
+def require_prepared(data: Store, config: Any) -> None:
+    """A GPU never prepares data: the client runs `prepare_data` (CPUs only) before it
+    launches a training call, so a missing dataset here is a user error with the fix."""
+    from tinycats.data.prepare import prepared_name
+
+    if not _prepared_exists(data.root, config):
+        raise DataError(
+            f"dataset {prepared_name(config.data)} is not prepared on the data volume; run "
+            "`tinycats cloud prepare` with the same --config/--set (it runs on CPUs)"
+        )
 
 
 def _prepared_exists(data_root: Path, config: Any) -> bool:

@@ -40,7 +40,7 @@ from typing import Any
 
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
-from tinycats.cloud.jobs import merge_layers, prepare_data_job, returns_user_errors
+from tinycats.cloud.jobs import merge_layers, require_prepared, returns_user_errors
 from tinycats.cloud.lease import FencedStore, RunLease
 from tinycats.cloud.resources import MINUTES, attempt_budget_seconds, with_data_dir
 from tinycats.errors import ConfigError, TinycatsError
@@ -134,7 +134,7 @@ def train_call(
         saved = record.get("config") if record else None
         config = build_config(task, base=merge_layers(saved or {}, config_layer))
         config = with_data_dir(config, data.root)
-        prepare_data_job(data, config.to_dict())
+        require_prepared(data, config)
         deadline = started + attempt_budget_seconds(config.modal.timeout_minutes * MINUTES)
         record_call(outputs, run_id, task, call_id)
         print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
