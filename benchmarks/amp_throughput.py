@@ -27,7 +27,7 @@ import torch
 from engine_overhead import engine_seconds
 from tinycats.config import build_config
 from tinycats.models.classifier import create_classifier
-from tinycats.train.engine import cpu_has_native_bf16, select_device
+from tinycats.train.device import cpu_has_native_bf16, select_device
 
 BATCH = 32
 

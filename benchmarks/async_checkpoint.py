@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tinycats.config import build_config
 from tinycats.storage import LocalStore
-from tinycats.train.engine import Trainer
+from tinycats.train.engine import Trainer, build_trainer
 
 
 def blocked_seconds(trainer: Trainer, repeats: int) -> list[float]:
@@ -53,7 +53,9 @@ def main() -> None:
                     "retention.keep_last=2",
                 ],
             )
-            trainer = Trainer(config, LocalStore(root / mode), f"bench-{mode}", progress=False)
+            trainer = build_trainer(
+                config, LocalStore(root / mode), f"bench-{mode}", progress=False
+            )
             trainer.registry.start(trainer.run_id, config.task, config.to_dict())
             results[mode] = statistics.median(blocked_seconds(trainer, repeats))
             trainer.writer.close()

@@ -36,7 +36,7 @@ from torchvision import models, transforms
 from tinycats.breeds import CAT_BREEDS
 from tinycats.data.oxford import read_oxford_folder
 from tinycats.data.synthetic import write_synthetic_folder
-from tinycats.train.engine import cpu_has_native_bf16
+from tinycats.train.device import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "data" / "oxford-cats-mini"

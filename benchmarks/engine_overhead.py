@@ -25,14 +25,15 @@ import torch
 
 from tinycats.config import TrainConfig, build_config
 from tinycats.storage import LocalStore
-from tinycats.train.engine import Trainer, build_optimizer
+from tinycats.train.engine import build_trainer
+from tinycats.train.optimizer import build_optimizer
 
 
 def engine_seconds(config: TrainConfig, root: Path, steps: int, run_id: str) -> float:
     config = config.model_copy(deep=True)
     config.optim.max_steps = steps
     config.checkpoint.every_steps = steps
-    trainer = Trainer(config, LocalStore(root), run_id, progress=False)
+    trainer = build_trainer(config, LocalStore(root), run_id, progress=False)
     start = time.perf_counter()
     trainer.fit()
     return time.perf_counter() - start
@@ -40,7 +41,7 @@ def engine_seconds(config: TrainConfig, root: Path, steps: int, run_id: str) -> 
 
 def bare_seconds(config: TrainConfig, root: Path, steps: int) -> float:
     """The same work with nothing around it: the loop a tutorial would write."""
-    trainer = Trainer(config, LocalStore(root), "bare-setup", progress=False)
+    trainer = build_trainer(config, LocalStore(root), "bare-setup", progress=False)
     model, task, batches = trainer.model, trainer.task, trainer.batches
     optimizer = build_optimizer(model, config)
     model.train()

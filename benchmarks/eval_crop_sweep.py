@@ -26,9 +26,9 @@ from tinycats.config import build_config
 from tinycats.data import ShardDataset, prepare_dataset, resolve_data_root
 from tinycats.storage import LocalStore
 from tinycats.train import run_training
+from tinycats.train.classifier_task import predict_logits
 from tinycats.train.evaluation import classification_metrics
 from tinycats.train.inference import TrainedModel, load_trained_model
-from tinycats.train.tasks import predict_logits
 
 CROPS = (1.0, 0.95, 0.9, 0.875, 0.85, 0.8, 0.75, 0.7)
 

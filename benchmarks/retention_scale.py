@@ -3,7 +3,8 @@
 Builds a run folder with N real checkpoints (one saved by CheckpointManager, then
 copied with its manifest rewritten per step, plus the run's index.json), then times:
   select_keep      the pure policy over N records
-  list (index)     list_checkpoints using the index.json cache (+ a stat per meta.json)
+  list (index)     list_checkpoints using the index.json cache (each entry checked against
+                   its folder's inode, which the directory scan reports for free)
   list (no index)  the fallback: opening N meta.json files
   plan_prune       listing + records + select_keep: what prune() decides with
 All timings are medians of several repeats on a warm page cache.
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 
 from tinycats.storage import CheckpointManager, CheckpointRecord, LocalStore, select_keep
-from tinycats.storage.checkpoint import INDEX_FILE, list_checkpoints, step_dir_name
+from tinycats.storage.layout import INDEX_FILE, step_dir_name
+from tinycats.storage.listing import list_checkpoints, scan_run, write_index
 
 GOAL_MS = 100.0
 
@@ -54,14 +56,13 @@ def build_run(root: Path, n: int, rng: random.Random) -> CheckpointManager:
     manager.save(1, {"model": {"w": torch.zeros(4)}}, {"step": 1}, {"config": {}}, {"val_acc": 0.5})
     template = manager.run_dir / step_dir_name(1)
     doc = json.loads((template / "meta.json").read_text())
-    index = {}
     for step in range(2, n + 1):
         folder = manager.run_dir / step_dir_name(step)
         shutil.copytree(template, folder)
         doc.update(step=step, time=1e9 + 100 * step, metrics={"val_acc": rng.random()})
         (folder / "meta.json").write_text(json.dumps(doc))
-        index[str(step)] = {"time": doc["time"], "metrics": doc["metrics"]}
-    manager._update_index(add={int(k): v for k, v in index.items()})
+    # The index the writer keeps, as it rewrites it after finding entries missing.
+    write_index(manager.run_dir, scan_run(manager.run_dir, use_index=False).index_entries())
     (manager.run_dir / "latest.json").write_text(json.dumps({"format_version": 1, "step": n}))
     return manager
 

@@ -16,7 +16,7 @@ from modal.types import FileEntry, FileEntryType
 from tinycats.cloud import jobs, pricing
 from tinycats.cloud import resources as res
 from tinycats.cloud.remote_volume import RemoteVolume, validate_remote_path
-from tinycats.config import TASK_DEFAULTS, ModalConfig, RetryConfig, build_config
+from tinycats.config import TASKS, ModalConfig, RetryConfig, build_config
 from tinycats.errors import ConfigError, StorageError
 from tinycats.gpus import modal_gpu_argument
 
@@ -74,7 +74,7 @@ def test_app_follows_the_config(app_module) -> None:
     assert m.trainer_options["enable_memory_snapshot"] is False
     retries = m.trainer_options["retries"]  # the DiT policy of the original plan
     assert retries.max_retries == 2 and retries.initial_delay == timedelta(seconds=30)
-    assert TASK_DEFAULTS["dit"]["retries"]["max_retries"] == 2
+    assert TASKS["dit"].defaults["retries"]["max_retries"] == 2
 
 
 def test_snapshot_hooks_heavy_imports_before_cuda_after(app_module) -> None:

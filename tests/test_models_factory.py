@@ -24,18 +24,17 @@ from tinycats.models.grid import PAD, make_grid_image
 )
 def test_model_from_args_rebuilds_the_same_structure(task: str, overrides: list[str]) -> None:
     config = build_config(task, overrides=overrides)
-    model, args = create_model(task, config, 13)
+    model, args = create_model(config, 13)
     restored_args = json.loads(json.dumps(args))  # as read back from a checkpoint
     rebuilt = model_from_args(task, restored_args)
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert type(rebuilt) is type(model)
-    for (name, a), b in zip(model.state_dict().items(), rebuilt.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    shapes = {name: t.shape for name, t in model.state_dict().items()}
+    assert {name: t.shape for name, t in rebuilt.state_dict().items()} == shapes
 
 
 def test_dit_args_follow_config_and_data() -> None:
     config = build_config("dit", overrides=["dit.preset='small'", "data.image_size=64"])
-    model, args = create_model("dit", config, 12)
+    model, args = create_model(config, 12)
     assert isinstance(model, TinyDiT)
     assert args == {
         "image_size": 64,
@@ -53,13 +52,15 @@ def test_dit_args_follow_config_and_data() -> None:
 
 def test_classifier_args_do_not_carry_pretrained() -> None:
     config = build_config("classifier")
-    _, args = create_model("classifier", config, 12)
+    _, args = create_model(config, 12)
     assert args == {"arch": "resnet18", "num_classes": 12}
 
 
 def test_unknown_task_and_bad_model_args() -> None:
-    with pytest.raises(ConfigError, match="unknown task 'gan'"):
-        create_model("gan", build_config("classifier"), 12)
+    with pytest.raises(ConfigError, match="unknown task 'gan'; choose one of classifier, dit"):
+        build_config("gan")
+    with pytest.raises(CheckpointError, match="unknown task 'gan'; expected one of classifier"):
+        model_from_args("gan", {})
     with pytest.raises(CheckpointError, match=r"missing \['heads'\], unknown \['headz'\]"):
         model_from_args(
             "dit",

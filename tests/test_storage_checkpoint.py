@@ -15,6 +15,7 @@ from tinycats.errors import CheckpointError, StorageError
 from tinycats.storage import (
     CheckpointManager,
     LocalStore,
+    checkpoint_files,
     find_run_dir,
     load_checkpoint,
     resolve_checkpoint,
@@ -111,11 +112,64 @@ def test_index_cache_is_not_the_truth(manager: CheckpointManager) -> None:
     save(manager, 2, 0.2)
     (manager.run_dir / "index.json").unlink()  # lost cache: manifests are read instead
     assert [(i.step, i.metrics["val_acc"]) for i in manager.list()] == [(1, 0.1), (2, 0.2)]
-    save(manager, 3, 0.3)
+    save(manager, 3, 0.3)  # the writer's prune rewrites the whole index
+    assert sorted(json.loads((manager.run_dir / "index.json").read_text())["checkpoints"]) == [
+        "1",
+        "2",
+        "3",
+    ]
     shutil.rmtree(manager.run_dir / "step_00000003")  # cached, but the folder is gone
     assert [i.step for i in manager.list()] == [1, 2]
-    (manager.run_dir / "step_00000002" / "meta.json").unlink()  # uncached and incomplete
-    assert [i.step for i in manager.list()] == [1]
+    (manager.run_dir / "step_00000002" / "meta.json").unlink()  # cached, manifest gone
+    listed = manager.list()
+    assert [(i.step, i.metrics) for i in listed] == [(1, {"val_acc": 0.1}), (2, {})]
+    assert manager.best().step == 1
+
+
+def rewrite_index_entry(manager: CheckpointManager, step: int, **changes) -> None:
+    """Edit one cached entry by hand, keeping everything else (its inode too)."""
+    path = manager.run_dir / "index.json"
+    doc = json.loads(path.read_text())
+    doc["checkpoints"][str(step)].update(changes)
+    path.write_text(json.dumps(doc))
+
+
+def test_index_entry_of_a_replaced_folder_is_ignored(manager: CheckpointManager) -> None:
+    save(manager, 1, 0.1)
+    save(manager, 2, 0.2)
+    # Step 2 restored from elsewhere (a backup, another container's copy): same name,
+    # another folder, another manifest. Its cached entry describes the old folder.
+    other = CheckpointManager(LocalStore(manager.store.root.parent / "other"), "classifier", "x")
+    restored = save(other, 2, 0.9).path
+    shutil.rmtree(manager.run_dir / "step_00000002")
+    shutil.copytree(restored, manager.run_dir / "step_00000002")
+    assert [(i.step, i.metrics["val_acc"]) for i in manager.list()] == [(1, 0.1), (2, 0.9)]
+    assert manager.best().step == 2
+
+
+@pytest.mark.parametrize("keep_best", [0, 1])
+def test_a_wrong_index_entry_cannot_mislead_best_resolve_or_prune(
+    store: LocalStore, keep_best: int
+) -> None:
+    manager = CheckpointManager(store, "classifier", "r", keep_last=10, keep_best=keep_best)
+    for step, metric in [(1, 0.2), (2, 0.9), (3, 0.4), (4, 0.3)]:
+        save(manager, step, metric)
+    # The cache claims step 1 is the best and step 2 the worst; the manifests disagree.
+    rewrite_index_entry(manager, 1, metrics={"val_acc": 0.99})
+    rewrite_index_entry(manager, 2, metrics={"val_acc": 0.01})
+    assert manager.best().step == 2
+    assert resolve_checkpoint(store, "r", "best") == manager.run_dir / "step_00000002"
+    rewrite_index_entry(manager, 1, metrics={"val_acc": 0.99})  # best() rebuilt the index
+    rewrite_index_entry(manager, 2, metrics={"val_acc": 0.01})
+    manager.keep_last = 1
+    kept = {i.step for i in manager.plan_prune()[0]}
+    assert kept == ({2, 4} if keep_best else {4})
+    manager.prune()  # confirms what it deletes: step 2 is the real best
+    assert [i.step for i in manager.list()] == ([2, 4] if keep_best else [4])
+    index = json.loads((manager.run_dir / "index.json").read_text())["checkpoints"]
+    assert {k: v["metrics"]["val_acc"] for k, v in index.items()} == (
+        {"2": 0.9, "4": 0.3} if keep_best else {"4": 0.3}
+    )
 
 
 def test_resave_same_step_replaces_it(manager: CheckpointManager) -> None:
@@ -245,7 +299,7 @@ def test_full_disk_leaves_previous_checkpoints_intact(
     manager: CheckpointManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     save(manager, 1)
-    real_write = checkpoint_module.write_file_synced
+    real_write = checkpoint_files.write_file_synced
 
     def write_until_full(path: Path, data) -> None:
         if path.name == "train_state.pt":
@@ -254,7 +308,7 @@ def test_full_disk_leaves_previous_checkpoints_intact(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(checkpoint_module, "write_file_synced", write_until_full)
+    monkeypatch.setattr(checkpoint_files, "write_file_synced", write_until_full)
     with pytest.raises(StorageError, match=r"no space left on device writing .*step_00000002"):
         save(manager, 2)
     assert sorted(p.name for p in manager.run_dir.iterdir()) == [

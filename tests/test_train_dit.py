@@ -17,10 +17,10 @@ from tinycats.models.dit import DiTArgs, TinyDiT
 from tinycats.models.flow import sample, to_uint8
 from tinycats.storage import LocalStore
 from tinycats.train import PreemptionGuard, run_training
+from tinycats.train.dit_task import DiTTask, sample_grid
 from tinycats.train.engine import Trainer
 from tinycats.train.evaluation import predict_images
 from tinycats.train.inference import load_trained_model
-from tinycats.train.tasks import DiTTask, sample_grid
 
 SYNTHETIC = ["data.image_size=32", "data.synthetic_classes=4", "data.synthetic_per_class=32"]
 

@@ -19,12 +19,9 @@ from tinycats.errors import ConfigError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import PreemptionGuard, run_training
 from tinycats.train.async_checkpoint import snapshot
-from tinycats.train.engine import (
-    Trainer,
-    autocast_dtype,
-    build_optimizer,
-    load_optimizer_state,
-)
+from tinycats.train.device import autocast_dtype
+from tinycats.train.engine import build_trainer
+from tinycats.train.optimizer import build_optimizer, load_optimizer_state
 from tinycats.train.schedule import train_image_size
 
 TINY = [
@@ -260,7 +257,7 @@ def test_autocast_dtype_per_device(amp: str, device: str, expected: torch.dtype 
 def test_bf16_on_the_cpu_runs_the_forward_in_bf16_and_resumes_exactly(tmp_path) -> None:
     overrides = [*tiny_overrides(tmp_path, max_steps=8, every=4), "optim.amp=bf16"]
     config = build_config("classifier", overrides=overrides)
-    trainer = Trainer(config, LocalStore(tmp_path / "whole"), "whole", progress=False)
+    trainer = build_trainer(config, LocalStore(tmp_path / "whole"), "whole", progress=False)
     seen: list[torch.dtype] = []
     trainer.model.conv1.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     trainer.fit()
@@ -269,7 +266,7 @@ def test_bf16_on_the_cpu_runs_the_forward_in_bf16_and_resumes_exactly(tmp_path) 
 
     # Preempted after step 4 (the guard is set during the 4th training forward), resumed.
     store, guard = LocalStore(tmp_path / "cut"), PreemptionGuard(signals=())
-    cut = Trainer(config, store, "cut", guard=guard, progress=False)
+    cut = build_trainer(config, store, "cut", guard=guard, progress=False)
     forwards: list[int] = []
 
     def preempt_at_four(module: torch.nn.Module, _inputs: object, _out: object) -> None:
@@ -306,7 +303,7 @@ def test_progressive_sizes_grow_in_multiples_of_32_over_the_ramp() -> None:
 
 def test_training_batches_take_the_size_of_their_epoch_also_after_resume(tmp_path) -> None:
     overrides = [*tiny_overrides(tmp_path, max_steps=40, every=40), "data.progressive_min_size=16"]
-    batches = Trainer(
+    batches = build_trainer(
         build_config("classifier", overrides=overrides), LocalStore(tmp_path), "g"
     ).batches
     per_epoch = batches.batches_per_epoch
@@ -315,7 +312,9 @@ def test_training_batches_take_the_size_of_their_epoch_also_after_resume(tmp_pat
     assert epochs[0][0] == (8, 3, 16, 16) and epochs[-1][-1] == (8, 3, 32, 32)
     assert all(len(set(shapes)) == 1 for shapes in epochs)  # the size changes between epochs
 
-    resumed = Trainer(build_config("classifier", overrides=overrides), LocalStore(tmp_path), "h")
+    resumed = build_trainer(
+        build_config("classifier", overrides=overrides), LocalStore(tmp_path), "h"
+    )
     resumed.batches.load_state_dict({"epoch": num_epochs - 1, "consumed": 1})
     assert resumed.batches.next()[0].shape == epochs[-1][1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinycats.train.tasks import mix_batch
+from tinycats.train.classifier_task import mix_batch
 
 
 def batch() -> torch.Tensor:

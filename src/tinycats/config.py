@@ -1,7 +1,7 @@
 """Validated, serialisable configs: the one source of defaults.
 
 A run is described by one `TrainConfig`. It is built in three layers, each on top
-of the last: the defaults below (plus the per-task defaults in `TASK_DEFAULTS`), an
+of the last: the defaults below (plus the task's own defaults in `TASKS`), an
 optional TOML file, then repeated `--set key=value` overrides. Every value is
 validated where it is defined, so a bad value fails before any work starts, with a
 one-line `ConfigError` naming the key, the value and what is allowed.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +39,66 @@ DEFAULT_OUT = "tinycats-out"
 
 OUT_ENV_VAR = "TINYCATS_HOME"
 
-Task = Literal["classifier", "dit"]
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One trainable task: everything that differs between tasks, in one place.
+
+    The layers resolve the dotted names lazily, so this registry imports nothing:
+    `models` builds and rebuilds the model from `model` (a module with
+    `create_model(config, num_classes) -> (model, model_args)` and
+    `model_from_args(model_args)`), and `train` runs the loss, evaluation and
+    previews of `trainer` ("module:Class"). Adding a task means one entry here and
+    those two modules.
+    """
+
+    name: str
+    summary: str
+    defaults: dict[str, Any]
+    """Config values that differ from the field defaults below, beneath file and flags."""
+    model: str
+    trainer: str
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="classifier",
+            summary="breed classifier (a torchvision ResNet)",
+            defaults={},
+            model="tinycats.models.classifier",
+            trainer="tinycats.train.classifier_task:ClassifierTask",
+        ),
+        TaskSpec(
+            name="dit",
+            summary="class-conditional TinyDiT generator (flow matching)",
+            defaults={
+                "data": {
+                    "image_size": 32,
+                    "stored_scale": 1.0,
+                    "augment": {"crop_scale_min": 0.8},
+                },
+                "optim": {"lr": 3e-4, "weight_decay": 0.0, "ema_decay": 0.995, "warmup_steps": 10},
+                "checkpoint": {"best_metric": "val_loss", "best_mode": "min"},
+                # The original plan's DiT policy: 2 retries, 30 s first delay.
+                "retries": {"max_retries": 2, "initial_delay": 30.0},
+                "modal": {"gpu": "A10G"},
+            },
+            model="tinycats.models.dit",
+            trainer="tinycats.train.dit_task:DiTTask",
+        ),
+    )
+}
+"""The task registry: every list of tasks in tinycats is read from here."""
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The registry entry of `task`, or a ConfigError naming the known ones."""
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}") from None
 
 
 def default_out_dir() -> Path:
@@ -283,7 +343,7 @@ class ModalConfig(_Section):
 class TrainConfig(_Section):
     """Everything a training run needs; saved, resolved, with the run."""
 
-    task: Task = "classifier"
+    task: str = Field("classifier", description="a name in tinycats.config.TASKS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     data: DataConfig = Field(default_factory=DataConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
@@ -293,6 +353,13 @@ class TrainConfig(_Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     modal: ModalConfig = Field(default_factory=ModalConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        return task
 
     @model_validator(mode="after")
     def _progressive_needs_classifier(self) -> TrainConfig:
@@ -323,20 +390,6 @@ class TrainConfig(_Section):
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
-
-
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classifier": {},
-    "dit": {
-        "data": {"image_size": 32, "stored_scale": 1.0, "augment": {"crop_scale_min": 0.8}},
-        "optim": {"lr": 3e-4, "weight_decay": 0.0, "ema_decay": 0.995, "warmup_steps": 10},
-        "checkpoint": {"best_metric": "val_loss", "best_mode": "min"},
-        # The original plan's DiT policy: 2 retries, 30 s first delay.
-        "retries": {"max_retries": 2, "initial_delay": 30.0},
-        "modal": {"gpu": "A10G"},
-    },
-}
-"""What differs between tasks; everything else comes from the field defaults above."""
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -459,9 +512,7 @@ def build_config(
 
     Raises ConfigError with a one-line message on any invalid key or value.
     """
-    if task not in TASK_DEFAULTS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASK_DEFAULTS)}")
-    raw: dict[str, Any] = _deep_merge(TASK_DEFAULTS[task], {"task": task})
+    raw: dict[str, Any] = _deep_merge(task_spec(task).defaults, {"task": task})
     if base:
         raw = _deep_merge(raw, base)
     if file is not None:

@@ -32,7 +32,7 @@ def _run_dirs(out: Path, ref: str | None) -> list[Path]:
     """The run folders REF names (all of them under --out when REF is None)."""
     from tinycats.errors import CheckpointError
     from tinycats.storage import LocalStore, find_run_dir
-    from tinycats.storage.checkpoint import all_run_dirs
+    from tinycats.storage.layout import all_run_dirs
 
     if ref is None:
         return all_run_dirs(LocalStore(out))
@@ -52,7 +52,7 @@ def _manager(run_dir: Path, overrides: Sequence[str] = ()) -> CheckpointManager:
     from tinycats.config import build_config
     from tinycats.errors import TinycatsError
     from tinycats.storage import CheckpointManager, LocalStore, RunRegistry
-    from tinycats.storage.checkpoint import run_dir_parts
+    from tinycats.storage.layout import run_dir_parts
 
     root, task, run_id = run_dir_parts(run_dir)
     store = LocalStore(root)
@@ -137,7 +137,7 @@ def verify(
     """Check every checkpoint's files against its manifest and decode it safely; exit 2 if any is bad."""
     from tinycats.errors import CheckpointError
     from tinycats.storage import list_checkpoints, verify_checkpoint
-    from tinycats.storage.checkpoint import parse_step
+    from tinycats.storage.layout import parse_step
 
     if target is not None and parse_step(Path(target).name) is not None and Path(target).is_dir():
         step_dirs = [Path(target)]
@@ -206,7 +206,7 @@ def prune(
 
 
 def _step(path: Path) -> int:
-    from tinycats.storage.checkpoint import parse_step
+    from tinycats.storage.layout import parse_step
 
     step = parse_step(path.name)
     assert step is not None, path

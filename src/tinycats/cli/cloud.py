@@ -373,7 +373,7 @@ def volume_rm(
 
 def ckpt_ls_remote(volume: str, run: str | None, json_: bool) -> None:
     """`tinycats ckpt ls [RUN] --volume NAME`: the committed step folders on a volume."""
-    from tinycats.storage.checkpoint import parse_step
+    from tinycats.storage.layout import parse_step
 
     entries = _volume(volume).ls("checkpoints", recursive=True)
     steps = [

@@ -29,7 +29,7 @@ def _device() -> dict[str, Any]:
         }
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return {"device": "mps", "gpus": []}
-    from tinycats.train.engine import cpu_has_native_bf16
+    from tinycats.train.device import cpu_has_native_bf16
 
     return {
         "device": "cpu",

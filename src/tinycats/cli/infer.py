@@ -134,7 +134,7 @@ def sample_command(
 ) -> None:
     """Draw cats of a breed (or all breeds) with the DiT: a labelled grid, one row per breed."""
     from tinycats.errors import ConfigError
-    from tinycats.train.tasks import sample_grid
+    from tinycats.train.dit_task import sample_grid
 
     trained = _load(out, ref, "dit")
     dit = trained.config.dit

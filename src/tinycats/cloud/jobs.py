@@ -149,8 +149,8 @@ def sample_job(
 ) -> dict[str, Any]:
     """Draw a labelled grid with a DiT run; saves it under samples/<run_id>/, commits, returns it."""
     from tinycats.storage.atomic import write_bytes_atomic
+    from tinycats.train.dit_task import sample_grid
     from tinycats.train.inference import load_trained_model
-    from tinycats.train.tasks import sample_grid
 
     outputs.reload()
     trained = load_trained_model(outputs, run_id, which=which)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from tinycats.errors import ConfigError, TinycatsError
+from tinycats.models import check_model_args
+
+if TYPE_CHECKING:
+    from tinycats.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,22 @@ def create_classifier(
     model = model.to(memory_format=torch.channels_last)
     model.layer4 = SmallMapStage(*model.layer4).to(memory_format=torch.contiguous_format)
     return model
+
+
+def create_model(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The task registry's factory: a fresh classifier and the `model_args` that rebuild it.
+
+    Pretrained weights (classifier.pretrained) are applied here, once; they are not part
+    of model_args since a checkpoint holds the weights.
+    """
+    args = {"arch": config.classifier.arch, "num_classes": num_classes}
+    return create_classifier(pretrained=config.classifier.pretrained, **args), args
+
+
+def model_from_args(model_args: dict[str, Any]) -> nn.Module:
+    """The classifier a checkpoint's `model_args` describe (weights not loaded)."""
+    check_model_args("classifier", model_args, {"arch", "num_classes"})
+    return create_classifier(model_args["arch"], int(model_args["num_classes"]))
 
 
 class SmallMapStage(nn.Sequential):

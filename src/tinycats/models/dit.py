@@ -20,15 +20,20 @@ transformers of this kind train stably from the first step.
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinycats.config import DiTConfig
-from tinycats.errors import ConfigError
+from tinycats.config import DiTConfig, TrainConfig
+from tinycats.errors import CheckpointError, ConfigError
+from tinycats.models import check_model_args
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -300,3 +305,45 @@ class TinyDiT(nn.Module):
             h = block(h, c)  # (B, T, width)
         out = self.final(h, c)  # (B, T, p*p*C)
         return unpatchify(out, a.patch_size, C, H, W)  # (B, C, H, W)
+
+
+# -- the task registry's factory (tinycats.config.TASKS) -----------------------------------------
+
+
+def create_model(config: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh TinyDiT for the config's preset and resolution, and its `model_args`."""
+    args = dit_args_from_config(config.dit, config.data.image_size, num_classes)
+    return TinyDiT(args), asdict(args)
+
+
+def model_from_args(model_args: dict[str, Any]) -> nn.Module:
+    """The TinyDiT a checkpoint's `model_args` describe (weights not loaded)."""
+    required = {f.name for f in fields(DiTArgs) if f.default is MISSING}
+    optional = {f.name for f in fields(DiTArgs)} - required
+    check_model_args("dit", model_args, required, optional)
+    if model_args.get("prediction", "v") not in ("x", "v"):
+        raise CheckpointError(
+            f"dit checkpoint has prediction={model_args['prediction']!r} (expected 'x' "
+            "or 'v'); the checkpoint is damaged or from another program"
+        )
+    return TinyDiT(DiTArgs(**model_args))
+
+
+def config_of_resumed_run(config: TrainConfig, model_args: dict[str, Any]) -> TrainConfig:
+    """A DiT keeps the prediction type and noise scale it started with (checkpoints written
+    before these existed are "v" and 1.0), whatever today's defaults or a --set say: a
+    model trained to output velocities cannot continue as an image predictor.
+    """
+    saved = {
+        "prediction": model_args.get("prediction", "v"),
+        "noise_scale": model_args.get("noise_scale", 1.0),
+    }
+    changed = {k: v for k, v in saved.items() if getattr(config.dit, k) != v}
+    if not changed:
+        return config
+    log.warning(
+        "the run resumes with %s as it started; the config's %s applies to new runs only",
+        ", ".join(f"dit.{k}={v!r}" for k, v in changed.items()),
+        ", ".join(f"dit.{k}={getattr(config.dit, k)!r}" for k in changed),
+    )
+    return config.model_copy(update={"dit": config.dit.model_copy(update=changed)})

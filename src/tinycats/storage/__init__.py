@@ -1,12 +1,17 @@
 """Crash-safe storage: Store backends, atomic writes, checkpoints, retention, the run registry.
 
 Modules (imports only go down this list's dependencies, never up to models or cloud):
-  atomic      tmp + fsync + os.replace writes; a full disk becomes a StorageError
-  store       Store protocol; LocalStore (a directory) and VolumeStore (a Modal volume)
-  retention   the pure keep/delete policy
-  manifest    meta.json, hash verification and safe decoding of one checkpoint
-  checkpoint  CheckpointManager: the save protocol, listing, fallback loading, pruning
-  runs        RunRegistry: one record per run plus a derived index
+  atomic            tmp + fsync + os.replace writes; a full disk becomes a StorageError
+  store             Store protocol; LocalStore (a directory) and VolumeStore (a Modal volume)
+  retention         the pure keep/delete policy
+  manifest          meta.json, hash verification and safe decoding of one checkpoint
+  layout            where a run's checkpoints live; step folder names; the latest pointer
+  listing           listing a run's checkpoints, with index.json as a checked cache
+  checkpoint_files  writing a checkpoint's files: fsynced and hashed in a pipeline
+  trash             deletion by rename-then-remove; sweeping crash leftovers
+  checkpoint        CheckpointManager: the save protocol, fallback loading, pruning
+  resolve           a run id / run folder / step folder → a verified checkpoint
+  runs              RunRegistry: one record per run plus a derived index
 
 Names are loaded lazily (PEP 562) so that e.g. `tinycats.storage.runs` or the CLI's
 `--help` does not pay for importing torch, which only checkpoints need.
@@ -30,10 +35,10 @@ _EXPORTS = {
     "LoadedCheckpoint": "manifest",
     "load_checkpoint": "manifest",
     "verify_checkpoint": "manifest",
+    "find_run_dir": "layout",
+    "list_checkpoints": "listing",
     "CheckpointManager": "checkpoint",
-    "find_run_dir": "checkpoint",
-    "list_checkpoints": "checkpoint",
-    "resolve_checkpoint": "checkpoint",
+    "resolve_checkpoint": "resolve",
     "RunRegistry": "runs",
     "new_run_id": "runs",
 }
@@ -61,18 +66,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     from tinycats.storage.atomic import fsync_dir, write_bytes_atomic, write_json_atomic
-    from tinycats.storage.checkpoint import (
-        CheckpointManager,
-        find_run_dir,
-        list_checkpoints,
-        resolve_checkpoint,
-    )
+    from tinycats.storage.checkpoint import CheckpointManager
+    from tinycats.storage.layout import find_run_dir
+    from tinycats.storage.listing import list_checkpoints
     from tinycats.storage.manifest import (
         CheckpointInfo,
         LoadedCheckpoint,
         load_checkpoint,
         verify_checkpoint,
     )
+    from tinycats.storage.resolve import resolve_checkpoint
     from tinycats.storage.retention import CheckpointRecord, select_keep
     from tinycats.storage.runs import RunRegistry, new_run_id
     from tinycats.storage.store import LocalStore, Store, VolumeStore

@@ -28,8 +28,8 @@ from tinycats.data import (
 from tinycats.errors import DataError, TinycatsError
 from tinycats.storage import RunRegistry, Store
 from tinycats.storage.atomic import write_json_atomic
+from tinycats.train.classifier_task import predict_logits
 from tinycats.train.inference import TrainedModel
-from tinycats.train.tasks import predict_logits
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 from tinycats.config import TrainConfig, validate_config
 from tinycats.models import model_from_args
 from tinycats.storage import CheckpointInfo, Store, load_checkpoint, resolve_checkpoint
-from tinycats.train.engine import select_device
+from tinycats.train.device import select_device
 
 
 @dataclass
