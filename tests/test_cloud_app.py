@@ -357,3 +357,33 @@ def test_a_gpu_function_without_cuda_stops_at_once() -> None:
         pytest.skip("this machine has CUDA; the check passes here by design")
     with pytest.raises(jobs.GpuUnavailable, match="sees no CUDA device"):
         jobs.require_cuda()
+
+
+def test_a_continuation_is_spawned_with_the_runs_own_settings(app_module, monkeypatch) -> None:
+    """The App deployed now may carry other defaults: the next slice takes the run's."""
+    m = app_module(ModalConfig(gpu="T4", timeout_minutes=10), RetryConfig(max_retries=5))
+    seen: dict[str, object] = {}
+
+    class FakeTrainer:
+        def with_options(self, **options):
+            seen.update(options)
+            return self
+
+        def __call__(self):
+            return self
+
+        @property
+        def train(self):
+            return self
+
+        def spawn(self, *args):
+            seen["args"] = args
+            return type("Call", (), {"object_id": "fc-next"})()
+
+    monkeypatch.setattr(m, "Trainer", FakeTrainer())
+    run_config = build_config(
+        "dit", overrides=["modal.gpu='H100'", "modal.timeout_minutes=90", "retries.max_retries=1"]
+    )
+    assert m.spawn_continuation("dit", "r", run_config) == "fc-next"
+    assert seen["gpu"] == "H100" and seen["timeout"] == 90 * 60
+    assert seen["retries"].max_retries == 1 and seen["args"] == ("dit", {}, "r")
