@@ -209,6 +209,15 @@ def test_retry_delays_follow_the_policy_and_preemption_uses_no_retry(runs) -> No
     assert "container died" in outcome.attempts[2].error
 
 
+def test_a_preempted_call_stops_inside_the_budget_below_modals_grace(runs) -> None:
+    _, vol = runs["faulty"]
+    check = vol.mount("stop-inspector")
+    calls = RunRegistry(VolumeStore(check, check.path)).get(RUN)["cloud"]["calls"]
+    [interrupted] = [c for c in calls if c["outcome"] == "interrupted"]
+    budget = training.stop_budget_seconds(build_config("dit", base=layer()))
+    assert budget == 25.0 and 0 < interrupted["stop_seconds"] < budget
+
+
 def test_cleanup_on_volume_keeps_what_retention_keeps_and_commits(runs) -> None:
     _, vol = runs["faulty"]
     check = vol.mount("inspector")

@@ -23,9 +23,12 @@ def _device() -> dict[str, Any]:
     import torch
 
     if torch.cuda.is_available():
+        from tinycats.train.device import cuda_amp_auto
+
         return {
             "device": "cuda",
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "amp_auto": cuda_amp_auto(),
         }
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return {"device": "mps", "gpus": []}
@@ -85,6 +88,8 @@ def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None
         table.add_row(package, version)
     gpus = ", ".join(report["gpus"])
     table.add_row("device", report["device"] + (f" ({gpus})" if gpus else ""))
+    if "amp_auto" in report:
+        table.add_row("optim.amp=auto", report["amp_auto"])
     if "cpu_bf16" in report:
         table.add_row(
             "cpu bf16 units",

@@ -62,15 +62,21 @@ class SliceGuard:
 
     def __init__(self, guard: Any, deadline: float, clock: Callable[[], float]) -> None:
         self.guard, self.deadline, self.clock = guard, deadline, clock
+        self.seen_at: float | None = None  # when the engine first saw the stop (monotonic)
 
     @property
     def requested(self) -> bool:
-        if self.guard.requested:
-            return True
-        if self.clock() >= self.deadline:
+        stop = self.guard.requested  # read once: a poll is one step
+        if not stop and self.clock() >= self.deadline:
             self.guard.request(TIME_BUDGET_REASON)
-            return True
-        return False
+            stop = True
+        if stop and self.seen_at is None:
+            self.seen_at = time.monotonic()
+        return stop
+
+    def stop_seconds(self) -> float | None:
+        """Seconds from the step boundary that saw the stop until now (None: no stop)."""
+        return None if self.seen_at is None else time.monotonic() - self.seen_at
 
     @property
     def reason(self) -> str | None:
@@ -147,7 +153,15 @@ def train_call(
             raise
         result = asdict(trained)
         outcome = _outcome(result, guard.reason)
-        _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome)
+        stop_seconds = slice_guard.stop_seconds()
+        if stop_seconds is not None and stop_seconds > stop_budget_seconds(config):
+            print(
+                f"{run_id}: the stop took {stop_seconds:.1f} s, over the "
+                f"{stop_budget_seconds(config):.0f} s budget below Modal's grace "
+                "(modal.preemption_grace_s); a slower stop may be killed before its commit",
+                flush=True,
+            )
+        _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome, stop_seconds)
     # The lease is released here: a restart or a continuation need not wait for it.
     if outcome == "interrupted":
         raise InputInterrupted(
@@ -184,6 +198,15 @@ def holding(
         held.release()
 
 
+STOP_MARGIN_S = 5.0
+"""Of Modal's grace period, what the stop leaves for the rest: the exit commit, the exit."""
+
+
+def stop_budget_seconds(config: Any) -> float:
+    """What a stop (one checkpoint and its commit) may take: the grace, less a margin."""
+    return max(1.0, config.modal.preemption_grace_s - STOP_MARGIN_S)
+
+
 def record_call(outputs: Store, run_id: str, task: str, call_id: str | None) -> None:
     """Append this call to the run's ledger and commit, so `cloud logs|cancel RUN` find the
     live call (the run record itself is the engine's, written once training starts)."""
@@ -214,6 +237,7 @@ def _bill(
     gpu: str | None,
     seconds: float,
     outcome: str,
+    stop_seconds: float | None = None,
 ) -> None:
     """Add this call's GPU-seconds and estimated cost to the run record (committed)."""
     registry = RunRegistry(outputs)
@@ -231,6 +255,7 @@ def _bill(
         "gpu_seconds": round(seconds * count, 3),
         "estimated_usd": None if cost.total_usd is None else round(cost.total_usd, 4),
         "outcome": outcome,
+        "stop_seconds": None if stop_seconds is None else round(stop_seconds, 3),
     }
     calls = [*record.get("cloud", {}).get("calls", []), call]
     known = [c["estimated_usd"] for c in calls if c["estimated_usd"] is not None]

@@ -141,11 +141,16 @@ class CheckpointManager:
         train_state: dict[str, Any],
         meta: dict[str, Any],
         metrics: dict[str, float] | None = None,
+        *,
+        publish: bool = True,
     ) -> CheckpointInfo:
         """Write a checkpoint by the crash-safe protocol, publish it, then prune.
 
         Saving a step that already exists replaces it; the old folder is moved aside
-        first and deleted only after the new one is in place.
+        first and deleted only after the new one is in place. With `publish=False` the
+        caller commits once for the checkpoint, its pruning and whatever it writes beside
+        them (the engine: the run record and a preview grid), so a Modal volume sees one
+        commit per checkpoint instead of three.
         """
         if step < 0:
             raise ValueError(f"step={step} must be >= 0")
@@ -192,8 +197,9 @@ class CheckpointManager:
             write_index(self.run_dir, entries)
         if replaced is not None:
             remove_tree(replaced)
-        self.store.commit()
-        self.prune()
+        if publish:
+            self.store.commit()
+        self.prune(publish=publish)
         return CheckpointInfo(final, self.run_id, self.task, step, now, metrics)
 
     # -- read -----------------------------------------------------------------------------------
@@ -317,12 +323,13 @@ class CheckpointManager:
             return self._plan(self._relist_from_manifests())
         return kept, doomed, listing
 
-    def prune(self) -> list[Path]:
+    def prune(self, *, publish: bool = True) -> list[Path]:
         """Delete what retention does not keep; returns the deleted step folders.
 
         Never deletes `latest`, the best k, or anything newer than the newest
         published step. Each folder is renamed to a trash name first, so a crash
         leaves only trash that the next prune sweeps. A failed delete is logged.
+        `publish=False` leaves the commit to the caller.
         """
         _, doomed, listing = self._plan()
         if disagreeing(doomed):  # the index misled the plan: decide from the manifests
@@ -346,6 +353,6 @@ class CheckpointManager:
         for _, trash in moved:
             remove_tree(trash)
         swept = sweep_leftovers(self.run_dir)
-        if moved or swept:
+        if publish and (moved or swept):
             self.store.commit()
         return [info.path for info, _ in moved]

@@ -169,8 +169,9 @@ class RunRegistry:
         self.store.commit()
         return record
 
-    def update(self, run_id: str, **fields: Any) -> dict[str, Any]:
-        """Merge `fields` into the record (dict values merge one level deep) and write it."""
+    def update(self, run_id: str, *, publish: bool = True, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into the record (dict values merge one level deep) and write it;
+        `publish=False` leaves the commit to the caller (one commit per checkpoint)."""
         with self._locked():
             record = self.get(run_id)
             for key, value in fields.items():
@@ -180,7 +181,8 @@ class RunRegistry:
                 )
             record["updated_at"] = _now()
             self._write(record)
-        self.store.commit()
+        if publish:
+            self.store.commit()
         return record
 
     def finish(self, run_id: str, status: str, **fields: Any) -> dict[str, Any]:

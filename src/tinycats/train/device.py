@@ -26,10 +26,26 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def cuda_has_native_bf16() -> bool:
+    """Whether this GPU computes bf16 in hardware (Ampere, sm_80, and later).
+
+    `torch.cuda.is_bf16_supported()` defaults to `including_emulation=True` and so says
+    yes on a T4 (Turing), where bf16 runs emulated and slower than fp16; auto must not
+    pick it there."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def cuda_amp_auto() -> str:
+    """What `optim.amp=auto` trains in on this GPU, in words (for `tinycats doctor`)."""
+    if cuda_has_native_bf16():
+        return "bf16 (native on this GPU)"
+    return "fp16 with a grad scaler (this GPU has no native bf16)"
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training forward pass, or None for plain fp32.
 
-    CUDA: bf16 where supported, else fp16 (with a grad scaler). CPU: only an explicit
+    CUDA: bf16 where the GPU does it natively, else fp16 (with a grad scaler). CPU: only an explicit
     `bf16`; `auto` stays fp32 there, so the default run means the same on every CPU, and
     bf16 pays only on CPUs with bf16 units (ResNet-18 training 2.1-2.4x faster on two
     Sapphire Rapids cores: benchmarks/amp_throughput.py).
@@ -37,7 +53,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off":
         return None
     if device.type == "cuda":
-        if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        if amp == "fp16" or (amp == "auto" and not cuda_has_native_bf16()):
             return torch.float16
         return torch.bfloat16
     if device.type == "cpu" and amp == "bf16":

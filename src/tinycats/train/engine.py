@@ -102,8 +102,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to `optim.max_steps`, evaluating and checkpointing on schedule.
 
-        A stop request (SIGTERM, Ctrl-C, cloud cancellation) is answered at the next
-        step boundary: evaluate, checkpoint, commit, return status "preempted".
+        A stop request (SIGTERM, Ctrl-C, Modal's preemption or cancellation, the end of a
+        cloud slice) is answered at the next step boundary with one checkpoint and its
+        commit, and nothing else: no evaluation and no preview grid, whose time Modal's
+        grace period (`modal.preemption_grace_s`) does not have. Returns "preempted".
         """
         config, optim = self.config, self.config.optim
         every = config.checkpoint.every_steps
@@ -131,16 +133,17 @@ class Trainer:
                         self.optimizer.param_groups[0]["lr"],
                         self.train_set.image_size if config.data.progressive_min_size else None,
                     )
-                    stop = self.guard.requested
                     last = self.step >= optim.max_steps
-                    if self.step % eval_every == 0 or last or stop:
+                    stopping = self.guard.requested and not last
+                    if (self.step % eval_every == 0 or last) and not stopping:
                         metrics = {**metrics, **self.evaluate()}
                         reporter.log_metrics(self.step, metrics)
-                    if self.step % every == 0 or last or stop:
-                        self.checkpoint(metrics)
-                    if stop and not last:
+                    if stopping:  # unevaluated: it must not compete for "best"
+                        self.checkpoint({}, preview=False)
                         status = "preempted"
                         break
+                    if self.step % every == 0 or last:
+                        self.checkpoint(metrics)
             self.writer.wait()
         except BaseException as err:
             self._record_failure(err)
@@ -180,31 +183,38 @@ class Trainer:
         """The weights used for evaluation and previews: the EMA copy when enabled."""
         return self.ema.module if self.ema is not None else self.model
 
-    def checkpoint(self, metrics: dict[str, float]) -> None:
-        """Snapshot now (cheap), write + commit + prune in the background."""
-        weights, train_state = self._state_snapshot()
+    def checkpoint(self, metrics: dict[str, float], *, preview: bool = True) -> None:
+        """Snapshot now (cheap); write, prune, record and publish in the background.
+
+        One commit publishes the checkpoint, its pruning, the run record and the preview
+        grid, and only the writer commits while a save is in flight: on a Modal volume a
+        commit reloads, and a reload is refused while the writer holds files open. The
+        preview is drawn first, on this thread, so the writer's commit includes it.
+        """
+        weights, train_state = self._state_snapshot()  # waits for the save in flight
         step, meta = self.step, self._meta()
+        if preview:
+            self.task.preview(
+                self.eval_model(),
+                self.classes,
+                self.device,
+                self.store.root / "samples" / self.run_id / f"step_{step:08d}.png",
+            )
 
         def write() -> None:
-            info = self.checkpoints.save(step, weights, train_state, meta, metrics)
+            info = self.checkpoints.save(step, weights, train_state, meta, metrics, publish=False)
             best = self.checkpoints.best()
             self.registry.update(
                 self.run_id,
+                publish=False,
                 step=step,
                 metrics=metrics,
                 latest_checkpoint=str(info.path),
                 best_checkpoint=str(best.path) if best else str(info.path),
             )
+            self.store.commit()
 
         self.writer.submit(write)
-        preview = self.task.preview(
-            self.eval_model(),
-            self.classes,
-            self.device,
-            self.store.root / "samples" / self.run_id / f"step_{step:08d}.png",
-        )
-        if preview is not None:
-            self.store.commit()
 
     # ---- how a run ends ---------------------------------------------------------------
 
