@@ -240,6 +240,9 @@ def test_remote_volume_put_ls_get_rm(tmp_path: Path) -> None:
         ("meta.json", 2),
         ("model.safetensors", 10),
     ]
+    assert vol.read_bytes("/checkpoints/x/step_00000004/meta.json") == b"{}"
+    with pytest.raises(StorageError, match="only after it commits"):
+        vol.read_bytes("checkpoints/x/missing.json")
     written = vol.get("checkpoints/x", tmp_path / "back")
     assert sorted(p.name for p in written) == ["meta.json", "model.safetensors"]
     assert (tmp_path / "back" / "step_00000004" / "model.safetensors").read_bytes() == b"w" * 10

@@ -157,6 +157,9 @@ def test_the_client_refuses_an_unknown_breed_or_run_before_launch(monkeypatch) -
 def test_the_estimate_before_launch_names_the_slice_price() -> None:
     line = client.estimate_line(build_config("classifier", overrides=["modal.gpu='H100:2'"]))
     assert line.startswith("at most $") and "per 60-minute slice on H100:2" in line
+    assert line.endswith(
+        "(training uses one GPU of each container until data-parallel training lands)"
+    )
 
 
 def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch) -> None:

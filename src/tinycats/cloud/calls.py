@@ -39,16 +39,11 @@ def read_remote_json(volume_name: str, path: str) -> dict[str, Any] | None:
     from tinycats.errors import StorageError
 
     try:
-        volume = open_remote_volume(volume_name)
-        chunks = b"".join(volume.volume.read_file(path))
-    except StorageError:
+        raw = open_remote_volume(volume_name).read_bytes(path)
+    except StorageError:  # no such volume or file (other SDK failures keep their type)
         return None
-    except Exception as err:
-        if type(err).__name__ in ("NotFoundError", "FileNotFoundError"):
-            return None
-        raise
     try:
-        return json.loads(chunks)
+        return json.loads(raw)
     except ValueError as err:
         raise CloudError(f"{path} on volume {volume_name} is not valid JSON ({err})") from None
 

@@ -28,6 +28,7 @@ from tinycats.cloud import resources as res
 from tinycats.cloud.calls import CloudError
 from tinycats.config import TrainConfig
 from tinycats.errors import ConfigError
+from tinycats.gpus import parse_gpu_spec
 
 APP_MODULE = "tinycats.cloud.modal_app"
 
@@ -119,10 +120,13 @@ def estimate_line(config: TrainConfig) -> str:
     )
     if cost.total_usd is None:
         return f"no price known for {cost.gpu}; see https://modal.com/pricing"
+    idle = ""
+    if any(request.count > 1 for request in parse_gpu_spec(modal_cfg.gpu)):
+        idle = " (training uses one GPU of each container until data-parallel training lands)"
     return (
         f"at most ${cost.total_usd:.2f} per {modal_cfg.timeout_minutes}-minute slice on "
         f"{cost.gpu} (list prices of {pricing.PRICES_AS_OF}); the run record gets the "
-        "measured GPU-seconds and cost"
+        f"measured GPU-seconds and cost{idle}"
     )
 
 

@@ -22,6 +22,7 @@ one-line `RunBusy` naming the live call.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tinycats.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 90.0
 """A holder that has not renewed for this long is presumed dead (3 missed heartbeats)."""
@@ -146,7 +149,9 @@ class RunLease:
                 try:
                     self.renew()
                 except LeaseLost:
-                    return
+                    return  # the next fenced commit stops the run
+                except Exception as err:  # a lost round trip: the next beat tries again
+                    log.warning("run lease heartbeat failed (%s); retrying", err)
 
         self._beat = threading.Thread(target=beat, name="run-lease", daemon=True)
         self._beat.start()

@@ -121,6 +121,12 @@ class RemoteVolume:
             written.append(dest)
         return written
 
+    def read_bytes(self, path: str) -> bytes:
+        """A file's content (StorageError naming the fix when it is missing)."""
+        remote = validate_remote_path(path, allow_root=False)
+        with self._sdk_errors(remote):
+            return b"".join(self.volume.read_file(remote))
+
     def _download(self, source: str, dest: Path) -> None:
         """Stream to a temporary sibling, then rename: an interrupted get leaves no torn file."""
         dest.parent.mkdir(parents=True, exist_ok=True)
