@@ -177,8 +177,9 @@ def test_export_onnx_matches_pytorch(classifier_run, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert target.is_file() and summary["max_abs_diff"] <= 1e-4
-    assert summary["image_size"] == 32  # the run's eval_image_size (its training size here)
-    assert summary["crop"] == 1.0
+    # the file describes the preprocessing a consumer must repeat: the run's eval size, crop
+    assert summary["preprocessing"]["image_size"] == 32 and summary["preprocessing"]["crop"] == 1.0
+    assert len(summary["classes"]) == 4 and summary["task"] == "classifier"
 
 
 def test_sample_rejects_unknown_breed_listing_valid_ones(tmp_path) -> None:

@@ -27,3 +27,8 @@ class CheckpointError(TinycatsError):
 
 class StorageError(TinycatsError):
     """The output store cannot be written (full disk, permissions, busy volume)."""
+
+
+class ImageTooLargeError(DataError):
+    """An image whose header claims more pixels than allowed (a decompression bomb, or
+    simply too big to serve)."""

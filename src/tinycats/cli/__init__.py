@@ -10,7 +10,19 @@ import sys
 
 import typer
 
-from tinycats.cli import ckpt, cloud, config_cmd, data, doctor, infer, runs, train
+from tinycats.cli import (
+    bench,
+    ckpt,
+    cloud,
+    config_cmd,
+    data,
+    doctor,
+    export,
+    infer,
+    runs,
+    serve,
+    train,
+)
 from tinycats.errors import TinycatsError
 
 app = typer.Typer(
@@ -27,7 +39,10 @@ app.add_typer(train.app, name="train")
 app.command("eval")(infer.eval_command)
 app.command("predict")(infer.predict_command)
 app.command("sample")(infer.sample_command)
-app.add_typer(infer.export_app, name="export")
+app.add_typer(export.app, name="export")
+app.command("serve")(serve.serve_command)
+cloud.app.command("serve")(serve.cloud_serve_command)
+app.add_typer(bench.app, name="bench")
 app.add_typer(runs.app, name="runs")
 app.add_typer(ckpt.app, name="ckpt")
 app.add_typer(cloud.app, name="cloud")

@@ -1,4 +1,4 @@
-"""Use a trained model: `eval`, `predict`, `sample` and `export onnx`."""
+"""Use a trained model: `eval`, `predict` and `sample` (a run, a checkpoint or an exported folder)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console
 
 RefArgument = Annotated[
     str,
-    typer.Argument(help="A run id, or a run/step directory (best verified checkpoint is used)."),
+    typer.Argument(
+        help="A run id, a run/step directory (best verified checkpoint is used), or a "
+        "folder written by `tinycats export hf`."
+    ),
 ]
-export_app = typer.Typer(help="Export a trained model for deployment.", no_args_is_help=True)
 
 
-def _load(out: Path, ref: str, task: str):
+def load_for(out: Path, ref: str, task: str):
+    """The trained model `ref` names, which must be of `task` (else one clear line)."""
     from tinycats.errors import TinycatsError
     from tinycats.storage import LocalStore
     from tinycats.train.inference import load_trained_model
@@ -67,7 +70,7 @@ def eval_command(
     from tinycats.storage import LocalStore
     from tinycats.train.evaluation import evaluate_classifier
 
-    trained = _load(out, ref, "classifier")
+    trained = load_for(out, ref, "classifier")
     report = evaluate_classifier(
         trained,
         LocalStore(out),
@@ -109,7 +112,7 @@ def predict_command(
     """Top-k breeds with probabilities for each image."""
     from tinycats.train.evaluation import predict_images
 
-    results = predict_images(_load(out, ref, "classifier"), images, top_k)
+    results = predict_images(load_for(out, ref, "classifier"), images, top_k)
     if json_:
         print_json(results)
         return
@@ -136,7 +139,7 @@ def sample_command(
     from tinycats.errors import ConfigError
     from tinycats.train.dit_task import sample_grid
 
-    trained = _load(out, ref, "dit")
+    trained = load_for(out, ref, "dit")
     dit = trained.config.dit
     if breed == "all":
         indices = list(range(len(trained.classes)))
@@ -167,33 +170,16 @@ def sample_command(
         console.print(f"wrote {output} ({len(indices)} rows × {n})", highlight=False)
 
 
-@export_app.command("onnx")
-def export_onnx_command(
-    ref: RefArgument,
-    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")] = Path(
-        "model.onnx"
-    ),
-    out: OutOption = DEFAULT_OUT_PATH,
-    json_: JsonOption = False,
-) -> None:
-    """Export a classifier to ONNX (dynamic batch), verified against PyTorch with onnxruntime."""
-    from tinycats.models.export import export_onnx
+def load_pair(out: Path, ref: str, dit: str | None) -> dict:
+    """{task: model} for `ref` (a classifier or a DiT) and an optional `--dit` run."""
+    from tinycats.errors import ConfigError
+    from tinycats.storage import LocalStore
+    from tinycats.train.inference import load_trained_model
 
-    trained = _load(out, ref, "classifier")
-    size = trained.config.eval_image_size
-    max_diff = export_onnx(trained.model.cpu(), size, output)
-    if json_:
-        print_json(
-            {
-                "output": str(output),
-                "image_size": size,
-                "crop": trained.config.eval_crop,  # the preprocessing a consumer must repeat
-                "max_abs_diff": max_diff,
-                "classes": trained.classes,
-            }
-        )
-    else:
-        console.print(
-            f"wrote {output} (input {size}x{size} px); max abs diff vs PyTorch {max_diff:.2e}",
-            highlight=False,
-        )
+    first = load_trained_model(LocalStore(out), ref)
+    models = {first.config.task: first}
+    if dit is not None:
+        if first.config.task == "dit":
+            raise ConfigError(f"{ref} is a DiT already; pass a classifier run before --dit")
+        models["dit"] = load_for(out, dit, "dit")
+    return models

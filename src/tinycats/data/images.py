@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,21 +40,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
+def decode_image(
+    source: Path | BinaryIO, size: int, *, max_pixels: int | None = None
+) -> np.ndarray:
     """(size, size, 3) uint8: the central square of the photo, resized to `size`.
 
-    `draft` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
-    than needed, which is most of the decoding cost for the Oxford photos.
+    `source` is a file path or an open binary stream (an upload). `draft` lets libjpeg
+    decode at 1/2, 1/4 or 1/8 scale when the photo is much larger than needed, which is
+    most of the decoding cost for the Oxford photos. With `max_pixels`, a picture whose
+    header claims more pixels is refused before any pixel is decoded (a decompression
+    bomb: a few kilobytes of PNG can claim gigabytes of pixels).
     """
-    if not path.is_file():
+    if isinstance(source, Path) and not source.is_file():
         raise SkippedImage("missing")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF/ICC chunks; the pixels are fine
-            with Image.open(path) as image:
+            with Image.open(source) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise SkippedImage(f"{width}x{height} pixels, over the limit of {max_pixels:,}")
                 image.draft("RGB", (size, size))
                 image.load()  # a truncated file fails here, not lazily later
                 square = ImageOps.fit(to_rgb(image), (size, size), Image.Resampling.BICUBIC)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # PIL's own cap (2x MAX_IMAGE_PIXELS), at open
+        if max_pixels is not None:
+            raise SkippedImage(f"more than {max_pixels:,} pixels, the limit") from None
+        raise SkippedImage("unreadable") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise SkippedImage("unreadable") from None
     return np.asarray(square, dtype=np.uint8)

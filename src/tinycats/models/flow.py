@@ -224,12 +224,24 @@ def sample(
     device = next(model.parameters()).device
     y = y.to(device)
     noise = _draw(torch.randn, (y.shape[0], *image_shape), generator, device)  # (B, C, H, W)
-    x0 = model.noise_scale * noise
+    return sample_from_noise(model, y, noise, steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+
+
+@torch.no_grad()
+def sample_from_noise(
+    net: Network, y: Tensor, noise: Tensor, *, steps: int, cfg_scale: float, sampler: str
+) -> Tensor:
+    """Images (B, C, H, W) in [-1, 1] for classes y (B,) from standard normal `noise`.
+
+    `net` is a TinyDiT or a stand-in with its attributes (`null_class`, `prediction`,
+    `noise_scale`), such as an exported copy run by onnxruntime: the same loop samples
+    both, so their grids can be compared for the same noise.
+    """
+    x0 = net.noise_scale * noise
     velocity = guided_velocity(
-        model, y, cfg_scale, null_class=model.null_class, prediction=model.prediction
+        net, y, cfg_scale, null_class=net.null_class, prediction=net.prediction
     )
-    x1 = integrate(velocity, x0, steps=steps, sampler=sampler)
-    return x1.clamp(-1.0, 1.0)
+    return integrate(velocity, x0, steps=steps, sampler=sampler).clamp(-1.0, 1.0)
 
 
 def to_uint8(x: Tensor) -> Tensor:

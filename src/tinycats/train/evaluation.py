@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image, ImageDraw
@@ -25,7 +25,7 @@ from tinycats.data import (
     resize_crop,
     resolve_data_root,
 )
-from tinycats.errors import DataError, TinycatsError
+from tinycats.errors import DataError, ImageTooLargeError, TinycatsError
 from tinycats.storage import RunRegistry, Store
 from tinycats.storage.atomic import write_json_atomic
 from tinycats.train.classifier_task import predict_logits
@@ -93,6 +93,33 @@ def confusion_image(confusion: list[list[int]], classes: list[str], cell: int = 
     return image
 
 
+def eval_dataset(
+    trained: TrainedModel,
+    store: Store,
+    split: str,
+    *,
+    data: str | None = None,
+    image_size: int | None = None,
+    crop: float | None = None,
+) -> tuple[ShardDataset, str]:
+    """A split of the run's dataset (or `data`: synthetic|oxford|PATH), seen exactly as
+    evaluation sees it (the run's eval size and central crop unless overridden), and the
+    data source it came from."""
+    data_config = trained.config.data.model_copy(update={"source": data} if data else {})
+    prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
+    dataset = ShardDataset(
+        prepared,
+        split,
+        image_size or trained.config.eval_image_size,
+        train=False,
+        breeds=trained.classes,
+        eval_crop=crop or trained.config.eval_crop,
+    )
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
+    return dataset, data_config.source
+
+
 def evaluate_classifier(
     trained: TrainedModel,
     store: Store,
@@ -109,15 +136,10 @@ def evaluate_classifier(
     test-time augmentation) override the run's classifier.eval_image_size, eval_crop and
     tta_hflip.
     """
-    data_config = trained.config.data.model_copy(update={"source": data} if data else {})
-    prepared = prepare_dataset(data_config, resolve_data_root(data_config, store.root))
-    size = image_size or trained.config.eval_image_size
-    crop = crop or trained.config.eval_crop
-    dataset = ShardDataset(
-        prepared, split, size, train=False, breeds=trained.classes, eval_crop=crop
+    dataset, source = eval_dataset(
+        trained, store, split, data=data, image_size=image_size, crop=crop
     )
-    if len(dataset) == 0:
-        raise DataError(f"split {split!r} of {prepared} has no images; choose --split val or test")
+    size, crop = dataset.image_size, dataset.eval_crop
     loader = DataLoader(dataset, batch_size=64, shuffle=False)
     if hflip_tta is None:
         hflip_tta = trained.config.classifier.tta_hflip
@@ -132,7 +154,7 @@ def evaluate_classifier(
         run_id=trained.run_id,
         checkpoint=str(trained.info.path),
         split=split,
-        data=data_config.source,
+        data=source,
         image_size=size,
         crop=crop,
         tta_hflip=hflip_tta,
@@ -155,53 +177,71 @@ def evaluate_classifier(
             "top1": top1,
             "top3": top3,
             "n": len(labels),
-            "data": data_config.source,
+            "data": source,
             "image_size": size,
             "crop": crop,
             "tta_hflip": hflip_tta,
+            "step": trained.info.step,  # which checkpoint these figures describe
         }
         registry.update(trained.run_id, eval={**(record.get("eval") or {}), split: result})
     store.commit()
     return report
 
 
-def load_image_uint8(path: Path, data: DataConfig, size: int, crop: float) -> torch.Tensor:
-    """Any image PIL reads → (3, S, S) uint8, exactly as evaluation sees a stored image
-    (its central `crop`, resized to `size`)."""
-    if not path.is_file():
-        raise DataError(f"image {path} not found; check the path")
+def load_image_uint8(
+    source: Path | BinaryIO,
+    data: DataConfig,
+    size: int,
+    crop: float,
+    *,
+    max_pixels: int | None = None,
+) -> torch.Tensor:
+    """Any image PIL reads (a path or an uploaded stream) → (3, S, S) uint8, exactly as
+    evaluation sees a stored image (its central `crop`, resized to `size`)."""
+    if isinstance(source, Path) and not source.is_file():
+        raise DataError(f"image {source} not found; check the path")
     try:
-        square = decode_image(path, data.stored_size)  # (stored, stored, 3) RGB centre square
-    except SkippedImage as err:
-        raise DataError(
-            f"cannot read image {path} ({err.reason}); pass a JPEG, PNG or WebP"
-        ) from None
+        square = decode_image(source, data.stored_size, max_pixels=max_pixels)
+    except SkippedImage as err:  # (stored, stored, 3) RGB centre square above, else:
+        name = f"image {source}" if isinstance(source, Path) else "the uploaded image"
+        if err.reason == "unreadable":
+            raise DataError(
+                f"cannot read {name} ({err.reason}); pass a JPEG, PNG or WebP"
+            ) from None
+        raise ImageTooLargeError(f"refusing {name}: {err.reason}; send a smaller picture") from None
     return resize_crop(square, central_box(*square.shape[:2], crop), size)
 
 
 @torch.no_grad()
+def top_k_breeds(
+    trained: TrainedModel, images_uint8: torch.Tensor, top_k: int = 3
+) -> list[list[dict[str, Any]]]:
+    """For each (3, S, S) uint8 image of the batch, its top-k breeds with probabilities,
+    judged as the run's evaluation judges (mirror TTA when the run uses it)."""
+    from tinycats.models.classifier import classify
+
+    logits = classify(
+        trained.model,
+        images_uint8.to(trained.device),
+        hflip_tta=trained.config.classifier.tta_hflip,
+    )
+    probs = logits.float().softmax(dim=1).cpu()
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [
+        [
+            {"breed": trained.classes[i], "probability": round(v, 4)}
+            for v, i in zip(vals.tolist(), idx.tolist(), strict=True)
+        ]
+        for vals, idx in zip(values, indices, strict=True)
+    ]
+
+
 def predict_images(
     trained: TrainedModel, paths: list[Path], top_k: int = 3
 ) -> list[dict[str, Any]]:
-    """Top-k breeds with probabilities for each image."""
-    from tinycats.models.classifier import classify
-
+    """Top-k breeds with probabilities for each image file."""
     config = trained.config
     size, crop = config.eval_image_size, config.eval_crop
     batch = torch.stack([load_image_uint8(p, config.data, size, crop) for p in paths])
-    logits = classify(
-        trained.model, batch.to(trained.device), hflip_tta=config.classifier.tta_hflip
-    )
-    probs = logits.float().softmax(dim=1).cpu()
-    k = min(top_k, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    return [
-        {
-            "image": str(path),
-            "top": [
-                {"breed": trained.classes[i], "probability": round(v, 4)}
-                for v, i in zip(vals.tolist(), idx.tolist(), strict=True)
-            ],
-        }
-        for path, vals, idx in zip(paths, values, indices, strict=True)
-    ]
+    ranked = top_k_breeds(trained, batch, top_k)
+    return [{"image": str(p), "top": top} for p, top in zip(paths, ranked, strict=True)]
