@@ -24,21 +24,15 @@ from PIL import Image
 
 from tinycats.config import build_config
 from tinycats.data.synthetic import render_synthetic
-from tinycats.deploy.web import export_web, find_vendor, preview_server
+from tinycats.deploy.web import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    export_web,
+    find_vendor,
+    preview_server,
+)
 from tinycats.errors import TinycatsError
 from tinycats.train.inference import untrained_model
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def ready(page, timeout_ms: int = 300_000) -> float:
@@ -98,7 +92,7 @@ def main() -> None:
         print(f"site: {exported.bytes / 1e6:.1f} MB, onnxruntime-web {exported.ort_web_version}")
         url, server = preview_server(site)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
             page = browser.new_page(viewport={"width": 1000, "height": 720})
             errors: list[str] = []
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))

@@ -340,6 +340,11 @@ class ModalConfig(_Section):
         return ",".join(str(request) for request in parse_gpu_spec(gpu))
 
 
+SERVE_TOKEN_ENV = "TINYCATS_SERVE_TOKEN"
+"""The server's bearer token: `tinycats serve --token`'s variable, and the key of the Modal
+Secret that `tinycats cloud serve --auth token` creates."""
+
+
 class ServeConfig(_Section):
     """The inference server (`tinycats serve`, `tinycats cloud serve`): what one request may
     ask for. Not part of a run's config: a server is configured when it starts."""

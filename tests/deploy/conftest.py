@@ -15,23 +15,11 @@ from PIL import Image
 
 from tinycats.config import build_config
 from tinycats.data.synthetic import render_synthetic
+from tinycats.deploy.web import CHROMIUM, CHROMIUM_FLAGS
 from tinycats.storage import LocalStore
 from tinycats.train import run_training
 from tinycats.train.evaluation import evaluate_classifier
 from tinycats.train.inference import load_trained_model
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-"""Flags that let Debian's Chromium start on a closed network (no Google lookups)."""
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +94,6 @@ def browser():
     if not CHROMIUM.is_file() or shutil.which("chromium") is None:
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
         yield browser
         browser.close()

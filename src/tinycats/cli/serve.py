@@ -16,12 +16,18 @@ from tinycats.cli.common import (
     print_json,
 )
 from tinycats.cli.infer import RefArgument
+from tinycats.config import SERVE_TOKEN_ENV as TOKEN_ENV
 from tinycats.config import ServeConfig
 
 SERVE_INSTALL_HINT = 'pip install "tinycats[serve]"'
-TOKEN_ENV = "TINYCATS_SERVE_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _DEFAULTS = ServeConfig()
+MaxUploadOption = Annotated[
+    int, typer.Option("--max-upload-bytes", min=1024, help="Largest upload accepted (413 beyond).")
+]
+MaxPixelsOption = Annotated[
+    int, typer.Option("--max-pixels", min=4096, help="Largest image decoded, width x height.")
+]
 
 
 def require_serve() -> None:
@@ -53,10 +59,8 @@ def serve_command(
             help=f"Require 'Authorization: Bearer <token>' on /predict and /sample (env {TOKEN_ENV}).",
         ),
     ] = None,
-    max_upload_bytes: Annotated[
-        int, typer.Option("--max-upload-bytes", min=1024)
-    ] = _DEFAULTS.max_upload_bytes,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=4096)] = _DEFAULTS.max_pixels,
+    max_upload_bytes: MaxUploadOption = _DEFAULTS.max_upload_bytes,
+    max_pixels: MaxPixelsOption = _DEFAULTS.max_pixels,
     out: OutOption = DEFAULT_OUT_PATH,
 ) -> None:
     """Serve POST /predict, GET /sample and GET /health for a trained run (or exported folder)."""
@@ -105,10 +109,8 @@ def cloud_serve_command(
         str | None, typer.Option("--gpu", help="GPU per container (default T4; 'none' for CPU).")
     ] = "T4",
     name: Annotated[str, typer.Option("--name", help="Modal app name.")] = "tinycats-serve",
-    max_upload_bytes: Annotated[
-        int, typer.Option("--max-upload-bytes", min=1024)
-    ] = _DEFAULTS.max_upload_bytes,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=4096)] = _DEFAULTS.max_pixels,
+    max_upload_bytes: MaxUploadOption = _DEFAULTS.max_upload_bytes,
+    max_pixels: MaxPixelsOption = _DEFAULTS.max_pixels,
     json_: JsonOption = False,
 ) -> None:
     """Deploy the same server as a Modal web endpoint (memory snapshot, weights from the volume)."""

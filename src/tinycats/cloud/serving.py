@@ -19,13 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tinycats.config import SERVE_TOKEN_ENV as TOKEN_ENV
 from tinycats.config import ModalConfig, ServeConfig
 from tinycats.errors import ConfigError
 from tinycats.gpus import parse_gpu_spec
 
 SETTINGS_ENV = "TINYCATS_SERVE_SETTINGS"
-TOKEN_ENV = "TINYCATS_SERVE_TOKEN"
-"""The bearer token's variable, locally (`tinycats serve --token`) and in the Modal Secret."""
 AUTH_MODES = ("proxy", "token", "public")
 PUBLIC_WARNING = (
     "--public: anyone with the URL can call this endpoint, and each call runs on a GPU "

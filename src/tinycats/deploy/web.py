@@ -38,6 +38,20 @@ VENDOR_ENV = "TINYCATS_ORT_WEB"
 REPO_VENDOR = Path(__file__).resolve().parents[3] / "web" / "vendor"
 """Where `npm run vendor` puts onnxruntime-web in a source checkout (editable install)."""
 VENDOR_MANIFEST = "vendor.json"
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, which the tests and benchmarks/web_demo.py drive with playwright."""
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Headless on a machine without a display or network: without the background-networking
+flags Chromium keeps trying Google's hosts, and the connections are refused."""
 
 
 @dataclass

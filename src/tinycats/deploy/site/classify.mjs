@@ -1,17 +1,11 @@
 // The classify page: a photo in (file picker or drag-and-drop), the top-3 breeds out.
-import { createSession, loadManifest, ort, softmax } from './common.mjs';
+import { createSession, loadManifest, ort, show, softmax } from './common.mjs';
 import { mirrored, prepareImage } from './preprocess.mjs';
 
-const status = document.getElementById('status');
 const results = document.getElementById('results');
 const preview = document.getElementById('preview');
 const picker = document.getElementById('picker');
 const drop = document.getElementById('drop');
-
-function show(state, message) {
-  document.body.dataset.state = state;
-  status.textContent = message;
-}
 
 const manifest = await loadManifest();
 const model = manifest.classifier;

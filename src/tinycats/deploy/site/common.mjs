@@ -10,6 +10,13 @@ ort.env.wasm.wasmPaths = new URL('./vendor/', import.meta.url).href;
 // for wasm threads: ask for one thread instead of letting ort warn and fall back.
 ort.env.wasm.numThreads = 1;
 
+// A page's state (data-state on <body>: loading, ready, busy, done, error), which the
+// tests wait on, and the line the user reads.
+export function show(state, message) {
+  document.body.dataset.state = state;
+  document.getElementById('status').textContent = message;
+}
+
 export async function loadManifest() {
   const response = await fetch(new URL('./models/manifest.json', import.meta.url));
   if (!response.ok) throw new Error(`models/manifest.json: HTTP ${response.status}`);

@@ -1,15 +1,9 @@
 // The generate page: cats of a chosen breed from a seed, drawn by the worker.
-import { loadManifest } from './common.mjs';
+import { loadManifest, show } from './common.mjs';
 
-const status = document.getElementById('status');
 const form = document.getElementById('form');
 const progress = document.getElementById('progress');
 const grid = document.getElementById('grid');
-
-function show(state, message) {
-  document.body.dataset.state = state;
-  status.textContent = message;
-}
 
 const manifest = await loadManifest();
 const model = manifest.dit;
