@@ -130,3 +130,26 @@ def test_settings_are_validated_with_one_line_errors() -> None:
         serving.build_settings(run="clf", gpu="K80")
     settings = serving.build_settings(run="clf", dit="gen", auth="token")
     assert serving.settings_from_env(serving.settings_env(settings)) == settings
+
+
+def test_token_secret_is_created_once_with_a_fresh_token(monkeypatch) -> None:
+    """Against the 1.6.4 calls it uses: Secret.from_name(...).hydrate() raises NotFoundError
+    for a missing Secret; Secret.objects.create(name, env_dict) makes one."""
+    created: dict[str, dict[str, str]] = {}
+
+    class Lookup:
+        def __init__(self, name: str, required_keys: list[str]) -> None:
+            self.name, self.required_keys = name, required_keys
+
+        def hydrate(self) -> None:
+            if self.name not in created:
+                raise modal.exception.NotFoundError(f"Secret '{self.name}' not found")
+            assert set(self.required_keys) <= created[self.name].keys()
+
+    monkeypatch.setattr(modal.Secret, "from_name", Lookup)
+    manager = type(modal.Secret.objects)  # a new manager on every access: patch its class
+    monkeypatch.setattr(manager, "create", lambda self, name, env: created.update({name: env}))
+    token = serving.ensure_token_secret("cats-token")
+    assert token and len(token) >= 32 and created == {"cats-token": {serving.TOKEN_ENV: token}}
+    assert serving.ensure_token_secret("cats-token") is None  # kept, never printed again
+    assert created["cats-token"][serving.TOKEN_ENV] == token

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from tinycats.cli import app
@@ -87,6 +88,7 @@ def test_dit_folder_has_a_sample_grid_and_samples_as_the_run(generator, store, t
     assert (folder / "samples.png").is_file()
     card = (folder / "README.md").read_text()
     assert "![samples](samples.png)" in card and NOT_EVALUATED in card
+    assert "predicts the clean image" in card  # x-prediction, the DiT default
     config = json.loads((folder / "config.json").read_text())
     assert config["generation"]["null_class"] == 4 and config["model_args"]["width"] == 64
 
@@ -98,6 +100,11 @@ def test_dit_folder_has_a_sample_grid_and_samples_as_the_run(generator, store, t
         np.asarray(sample_grid(m.model, m.classes, [0, 1], **args)) for m in (generator, reloaded)
     ]
     assert np.array_equal(*grids)
+    grid = tmp_path / "grid.png"
+    cli = ["sample", str(folder), "--breed", "00_circle_plain", "--n", "2", "--steps", "2"]
+    result = CliRunner().invoke(app, [*cli, "-o", str(grid)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(grid).size[1] < 2 * 32  # one row: one breed
 
 
 def test_export_refuses_a_foreign_folder_and_replaces_an_older_export(

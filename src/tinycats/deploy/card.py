@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinycats.models.flow import MIN_ONE_MINUS_T
 from tinycats.train.inference import TrainedModel
 
 OXFORD_HUB_DATASET = "timm/oxford-iiit-pet"
@@ -191,7 +192,14 @@ def model_card(trained: TrainedModel, record: dict | None, name: str, license_: 
             "## Architecture",
             "",
             f"{a.image_size}×{a.image_size} px, patch {a.patch_size}, width {a.width}, "
-            f"depth {a.depth}, {a.heads} heads (config.json `model_args`).",
+            f"depth {a.depth}, {a.heads} heads (config.json `model_args`). The network "
+            + (
+                "predicts the clean image x̂; a sampler turns it into the velocity "
+                f"(x̂ - x_t) / max(1 - t, {MIN_ONE_MINUS_T})"
+                if a.prediction == "x"
+                else "predicts the velocity"
+            )
+            + f"; noise at t = 0 has standard deviation {a.noise_scale:g}.",
             "",
             "## Use",
             "",
