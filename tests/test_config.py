@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tinycats.config import build_config, read_config_file
+from tinycats.config import build_config, layered_config, read_config_file, resolve_config
 from tinycats.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -95,15 +95,56 @@ def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed() -> None:
 def test_cloud_layer_carries_the_base_recipe(tmp_path: Path) -> None:
     """`tinycats cloud train` sends the file as a layer that a resumed run re-applies in the
     container: it must hold the base's values, and no `extends` the container cannot read."""
-    from tinycats.cli.cloud import _layered
-
     write(
         tmp_path / "base.toml",
         "[optim]\nlr = 0.5\nmax_steps = 40\n[classifier]\nmixup_alpha = 0.2\n",
     )
     variant = write(tmp_path / "variant.toml", 'extends = "base.toml"\n[optim]\nmax_steps = 8\n')
-    resolved, layer = _layered("classifier", variant, ["optim.lr=0.125"])
+    resolved, layer = layered_config("classifier", variant, ["optim.lr=0.125"])
     assert "extends" not in layer
     assert layer["optim"] == {"lr": 0.125, "max_steps": 8}
     assert layer["classifier"] == {"mixup_alpha": 0.2}
     assert build_config("classifier", base=layer) == resolved
+
+
+def test_the_container_applies_the_layer_over_the_saved_run(tmp_path: Path) -> None:
+    """A resumed cloud run: saved config beneath, the client's layer (file, --set, flags) on top."""
+    saved = build_config("dit", overrides=["optim.lr=0.5", "optim.max_steps=40"]).to_dict()
+    config_file = write(tmp_path / "more.toml", "[optim]\nmax_steps = 80\n")
+    _, layer = layered_config("dit", config_file, ["seed=4"], {"modal.gpu": "H100", "x": None})
+    config = resolve_config("dit", layer, saved)
+    assert (config.optim.lr, config.optim.max_steps, config.seed) == (0.5, 80, 4)
+    assert config.modal.gpu == "H100"
+
+
+def test_flags_go_over_set_and_share_its_key_check(tmp_path: Path) -> None:
+    config = build_config("classifier", None, ["optim.lr=0.5"], flags={"optim.lr": 0.25})
+    assert config.optim.lr == 0.25
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.speed'"):
+        build_config("classifier", flags={"optim.speed": 3})
+    with pytest.raises(ConfigError, match="is for task 'dit', not 'classifier'"):
+        build_config("classifier", overrides=["task='dit'"])
+
+
+def test_a_relative_data_source_is_relative_to_its_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "photos").mkdir()
+    write(tmp_path / "recipes" / "base.toml", '[data]\nsource = "../photos"\n')
+    variant = write(tmp_path / "recipes" / "deep" / "variant.toml", 'extends = "../base.toml"\n')
+    monkeypatch.chdir(tmp_path / "recipes" / "deep")  # neither the file's folder nor the root
+    assert build_config("classifier", variant).data.source == str(tmp_path / "photos")
+    named = write(tmp_path / "named.toml", '[data]\nsource = "oxford"\n')
+    assert build_config("classifier", named).data.source == "oxford"
+    # A --set value is the user's own typing: relative to where they typed it, untouched here.
+    assert build_config("classifier", variant, ["data.source='x'"]).data.source == "x"
+
+
+@pytest.mark.parametrize("name", ["classifier-cpu.toml", "dit-cpu.toml"])
+def test_shipped_configs_find_the_photos_from_any_directory(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    task = "dit" if name.startswith("dit") else "classifier"
+    source = Path(build_config(task, CONFIGS / name).data.source)
+    assert source == CONFIGS.parent.parent / "shared" / "data" / "oxford-cats-mini"

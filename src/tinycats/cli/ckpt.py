@@ -8,7 +8,7 @@ config (task defaults for a run without a record), with --keep-last/--keep-best/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -47,8 +47,8 @@ def _run_dirs(out: Path, ref: str | None) -> list[Path]:
     return [found]
 
 
-def _manager(run_dir: Path, overrides: Sequence[str] = ()) -> CheckpointManager:
-    """A manager for an existing run folder, with the run's saved policy plus `overrides`."""
+def _manager(run_dir: Path, flags: Mapping[str, object] | None = None) -> CheckpointManager:
+    """A manager for an existing run folder, with the run's saved policy plus `flags`."""
     from tinycats.config import build_config
     from tinycats.errors import TinycatsError
     from tinycats.storage import CheckpointManager, LocalStore, RunRegistry
@@ -60,7 +60,7 @@ def _manager(run_dir: Path, overrides: Sequence[str] = ()) -> CheckpointManager:
         saved = RunRegistry(store).get(run_id).get("config") or None
     except TinycatsError:
         saved = None  # e.g. a run folder copied without its record
-    config = build_config(task, overrides=list(overrides), base=saved)
+    config = build_config(task, base=saved, flags=flags)
     return CheckpointManager.from_config(store, task, run_id, config)
 
 
@@ -180,11 +180,14 @@ def prune(
     json_: JsonOption = False,
 ) -> None:
     """Delete checkpoints the retention policy does not keep (never latest, best or in-progress)."""
-    flags = {"keep_last": keep_last, "keep_best": keep_best, "keep_every": every}
-    overrides = [f"retention.{key}={value}" for key, value in flags.items() if value is not None]
+    flags = {
+        "retention.keep_last": keep_last,
+        "retention.keep_best": keep_best,
+        "retention.keep_every": every,
+    }
     report = []
     for run_dir in _run_dirs(out, run):
-        manager = _manager(run_dir, overrides)
+        manager = _manager(run_dir, flags)
         kept, doomed = manager.plan_prune()
         gone = [i.step for i in doomed] if dry_run else [_step(p) for p in manager.prune()]
         stays = [i.step for i in kept] if dry_run else [i.step for i in manager.list()]

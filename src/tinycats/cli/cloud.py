@@ -7,7 +7,6 @@ plain typer commands so the `ckpt` group can register them too.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,25 +43,6 @@ VolumeOption = Annotated[
 ]
 
 
-def _layered(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
-    """(resolved TrainConfig, the user's layer): the layer is the file plus --set and flags,
-    which a resumed run applies on top of its saved config in the container."""
-    from tinycats.config import apply_overrides, build_config, read_config_file
-
-    overrides = [
-        *(set_ or []),
-        *(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None),
-    ]
-    resolved = build_config(task, config, overrides)  # validate everything here, before Modal
-    layer = apply_overrides(read_config_file(config) if config else {}, overrides)
-    return resolved, layer
-
-
-def _config(task: str, config: Path | None, set_: list[str] | None, **flags: Any):
-    """The resolved TrainConfig: defaults, file, --set, then these flags."""
-    return _layered(task, config, set_, **flags)[0]
-
-
 @app.command("prepare")
 def prepare_command(
     task: Annotated[str, typer.Option("--task", help="classifier | dit")] = "classifier",
@@ -77,11 +57,12 @@ def prepare_command(
     (configs/*-gpu.toml), so no GPU call ever prepares data.
     """
     from tinycats.cloud import client
+    from tinycats.config import build_config
 
     if config is None and data is None and not set_:
-        configs = [_config(_task_of(path), path, None) for path in client.shipped_gpu_configs()]
+        configs = [build_config(_task_of(path), path) for path in client.shipped_gpu_configs()]
     else:
-        configs = [_config(task, config, set_, **{"data.source": data})]
+        configs = [build_config(task, config, set_, flags={"data.source": data})]
     results = [client.prepare(cfg) for cfg in configs]
     if json_:
         print_json(results)
@@ -119,14 +100,12 @@ def train_command(
 ) -> None:
     """Train on a Modal GPU; retries and preemptions resume the run from its last checkpoint."""
     from tinycats.cloud import client
+    from tinycats.config import layered_config
     from tinycats.storage import new_run_id
 
-    cfg, layer = _layered(
-        task,
-        config,
-        set_,
-        **{"modal.gpu": gpu, "optim.max_steps": max_steps, "data.source": data},
-    )
+    # The layer travels to the container, where a resumed run applies it over its record.
+    flags = {"modal.gpu": gpu, "optim.max_steps": max_steps, "data.source": data}
+    cfg, layer = layered_config(task, config, set_, flags)
     run_id = run_id or new_run_id(cfg.task)  # fixed before the first attempt
     if not json_:
         console.print(
@@ -235,8 +214,9 @@ def eval_command(
 ) -> None:
     """Evaluate a classifier run on Modal; the report is written to the outputs volume."""
     from tinycats.cloud import client
+    from tinycats.config import build_config
 
-    cfg = _config("classifier", config, set_)
+    cfg = build_config("classifier", config, set_)
     report = client.evaluate(cfg, run_id, split=split, which=which, gpu=gpu)
     if json_:
         print_json(report)
@@ -266,9 +246,10 @@ def sample_command(
 ) -> None:
     """Draw cats with a DiT run on Modal; the grid is saved on the volume and here."""
     from tinycats.cloud import client
+    from tinycats.config import build_config
     from tinycats.storage.atomic import write_bytes_atomic
 
-    cfg = _config("dit", config, set_)
+    cfg = build_config("dit", config, set_)
     options = {"breed": breed, "n": n, "seed": seed, "cfg_scale": cfg_scale, "steps": steps}
     result = client.sample(cfg, run_id, options, gpu=gpu)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -291,8 +272,9 @@ def bench_command(
 ) -> None:
     """Measure image build, cold start (with/without snapshot) and warm start on your account."""
     from tinycats.cloud import client
+    from tinycats.config import build_config
 
-    rows = client.bench(_config("classifier", config, set_), gpu=gpu, rebuild=rebuild)
+    rows = client.bench(build_config("classifier", config, set_), gpu=gpu, rebuild=rebuild)
     if json_:
         print_json(rows)
         return

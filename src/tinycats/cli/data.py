@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,17 +56,13 @@ def prepare(
     from tinycats.config import build_config
     from tinycats.data import load_manifest, prepare_dataset, resolve_data_root
 
-    # Options become --set overrides so they are validated with the same one-line errors.
-    overrides = list(set_ or [])
-    if source is not None:
-        overrides.append(f"data.source={json.dumps(source)}")
-    if size is not None:
-        overrides.append(f"data.image_size={size}")
-    if include_other:
-        overrides.append("data.include_other=true")
-    if data_dir is not None:
-        overrides.append(f"data.dir={json.dumps(str(data_dir))}")
-    cfg = build_config(task, config, overrides).data
+    flags = {
+        "data.source": source,
+        "data.image_size": size,
+        "data.include_other": include_other or None,
+        "data.dir": data_dir,
+    }
+    cfg = build_config(task, config, set_, flags=flags).data
     prepared = prepare_dataset(cfg, resolve_data_root(cfg, out), progress=err_console.is_terminal)
     manifest = load_manifest(prepared)
     if json_:

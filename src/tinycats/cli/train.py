@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Annotated
 
@@ -45,11 +44,6 @@ ProgressOption = Annotated[
 ]
 
 
-def _flag_overrides(**values: object) -> list[str]:
-    """CLI flags as `--set` overrides; JSON strings are valid TOML strings."""
-    return [f"{key}={json.dumps(v)}" for key, v in values.items() if v is not None]
-
-
 def _train(
     task: str,
     out: OutOption,
@@ -68,21 +62,16 @@ def _train(
     from tinycats.storage import LocalStore
     from tinycats.train import PreemptionGuard, plan_run, run_training
 
-    overrides = [
-        *(set_ or []),
-        *_flag_overrides(
-            **{
-                "data.source": data,
-                "optim.max_steps": max_steps,
-                "checkpoint.every_steps": ckpt_every,
-                **(extra or {}),
-            }
-        ),
-    ]
-    build_config(task, config, overrides)  # fail on a bad value before touching the store
+    flags = {
+        "data.source": data,
+        "optim.max_steps": max_steps,
+        "checkpoint.every_steps": ckpt_every,
+        **(extra or {}),
+    }
+    build_config(task, config, set_, flags=flags)  # fail on a bad value before touching the store
     store = LocalStore(out)
     plan = plan_run(store, task, run_id, resume)
-    cfg = build_config(task, config, overrides, base=plan.saved_config)
+    cfg = build_config(task, config, set_, plan.saved_config, flags=flags)
     if not json_:
         console.print(f"[bold]{plan.run_id}[/]: {plan.reason} → {store.root}", highlight=False)
     with PreemptionGuard() as guard:

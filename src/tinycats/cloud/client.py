@@ -178,14 +178,12 @@ def local_entrypoint_train(
     call the running App's Trainer and follow the run; returns the summary line."""
     from pathlib import Path
 
-    from tinycats.config import apply_overrides, build_config, read_config_file
+    from tinycats.config import layered_config
     from tinycats.storage import new_run_id
 
-    overrides = [f"optim.max_steps={max_steps}"] if max_steps else []
-    overrides += [f"modal.gpu={gpu!r}"] if gpu else []
+    flags = {"optim.max_steps": max_steps or None, "modal.gpu": gpu or None}
     file = Path(config_path) if config_path else None
-    config = build_config(task, file, overrides)
-    layer = apply_overrides(read_config_file(file) if file else {}, overrides)
+    config, layer = layered_config(task, file, (), flags)
     run_id = run_id or new_run_id(task)
     check_run(config, run_id, task)
     call = _with_options(trainer_cls, config, None)().train.spawn(task, layer, run_id)

@@ -96,17 +96,6 @@ def _prepared_exists(data_root: Path, config: Any) -> bool:
     return (data_root / prepared_name(config.data) / MANIFEST).is_file()
 
 
-def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` over `base`, recursively (nested config sections merge key by key)."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_layers(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @returns_user_errors
 def evaluate_job(
     outputs: Store, data: Store, run_id: str, *, split: str = "test", which: str = "best"

@@ -40,7 +40,7 @@ from typing import Any
 
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
-from tinycats.cloud.jobs import merge_layers, require_prepared, returns_user_errors
+from tinycats.cloud.jobs import require_prepared, returns_user_errors
 from tinycats.cloud.lease import FencedStore, RunLease
 from tinycats.cloud.resources import MINUTES, attempt_budget_seconds, with_data_dir
 from tinycats.errors import ConfigError, TinycatsError
@@ -126,7 +126,7 @@ def train_call(
     call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
     `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
     """
-    from tinycats.config import build_config
+    from tinycats.config import resolve_config
     from tinycats.train import run_training
 
     if require_gpu is not None:  # before anything is billed as GPU time
@@ -138,7 +138,7 @@ def train_call(
     with holding(lease, run_id, outputs) as outputs:
         record = saved_run(outputs, task, run_id)
         saved = record.get("config") if record else None
-        config = build_config(task, base=merge_layers(saved or {}, config_layer))
+        config = resolve_config(task, config_layer, saved)
         config = with_data_dir(config, data.root)
         require_prepared(data, config)
         deadline = started + attempt_budget_seconds(config.modal.timeout_minutes * MINUTES)

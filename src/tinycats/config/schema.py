@@ -1,118 +1,29 @@
-"""Validated, serialisable configs: the one source of defaults.
+"""The config schema: every section of a run's `TrainConfig`, with its defaults and bounds.
 
-A run is described by one `TrainConfig`. It is built in three layers, each on top
-of the last: the defaults below (plus the task's own defaults in `TASKS`), an
-optional TOML file, then repeated `--set key=value` overrides. Every value is
-validated where it is defined, so a bad value fails before any work starts, with a
-one-line `ConfigError` naming the key, the value and what is allowed.
-
-The resolved config is saved with every run (run record and checkpoint meta), and a
-resumed run is rebuilt from that saved copy, so a changed default here never
-silently changes a run already under way.
+Each value is validated where it is defined, so a bad value fails before any work
+starts, with a one-line `ConfigError` (see loading.py) naming the key, the value and
+what is allowed. The task's own defaults live in the task registry (tasks.py).
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
-from tinycats.errors import ConfigError
+from tinycats.config.tasks import TASKS
 from tinycats.gpus import parse_gpu_spec
 
-DEFAULT_OUT = "tinycats-out"
-"""Root of the local Store when neither --out nor TINYCATS_HOME is given."""
 
-OUT_ENV_VAR = "TINYCATS_HOME"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One trainable task: everything that differs between tasks, in one place.
-
-    The layers resolve the dotted names lazily, so this registry imports nothing:
-    `models` builds and rebuilds the model from `model` (a module with
-    `create_model(config, num_classes) -> (model, model_args)` and
-    `model_from_args(model_args)`), and `train` runs the loss, evaluation and
-    previews of `trainer` ("module:Class"). Adding a task means one entry here and
-    those two modules.
-    """
-
-    name: str
-    summary: str
-    defaults: dict[str, Any]
-    """Config values that differ from the field defaults below, beneath file and flags."""
-    model: str
-    trainer: str
-
-
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec(
-            name="classifier",
-            summary="breed classifier (a torchvision ResNet)",
-            defaults={},
-            model="tinycats.models.classifier",
-            trainer="tinycats.train.classifier_task:ClassifierTask",
-        ),
-        TaskSpec(
-            name="dit",
-            summary="class-conditional TinyDiT generator (flow matching)",
-            defaults={
-                "data": {
-                    "image_size": 32,
-                    "stored_scale": 1.0,
-                    "augment": {"crop_scale_min": 0.8},
-                },
-                "optim": {"lr": 3e-4, "weight_decay": 0.0, "ema_decay": 0.995, "warmup_steps": 10},
-                "checkpoint": {"best_metric": "val_loss", "best_mode": "min"},
-                # The original plan's DiT policy: 2 retries, 30 s first delay.
-                "retries": {"max_retries": 2, "initial_delay": 30.0},
-                "modal": {"gpu": "A10G"},
-            },
-            model="tinycats.models.dit",
-            trainer="tinycats.train.dit_task:DiTTask",
-        ),
-    )
-}
-"""The task registry: every list of tasks in tinycats is read from here."""
-
-
-def task_spec(task: str) -> TaskSpec:
-    """The registry entry of `task`, or a ConfigError naming the known ones."""
-    try:
-        return TASKS[task]
-    except KeyError:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}") from None
-
-
-def default_out_dir() -> Path:
-    """The Store root: $TINYCATS_HOME if set, else ./tinycats-out."""
-    return Path(os.environ.get(OUT_ENV_VAR) or DEFAULT_OUT)
-
-
-class _Section(BaseModel):
+class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments re-validate."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     """Train-time augmentation, applied to uint8 tensors (see tinycats.data)."""
 
     crop_scale_min: float = Field(0.35, gt=0.0, le=1.0, description="RandomResizedCrop min area")
@@ -122,7 +33,7 @@ class AugmentConfig(_Section):
     erase_prob: float = Field(0.0, ge=0.0, le=1.0, description="random erasing probability")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Which images, at which resolution, split how."""
 
     source: str = Field(
@@ -188,7 +99,7 @@ class DataConfig(_Section):
         return round(self.image_size * self.stored_scale)
 
 
-class ClassifierConfig(_Section):
+class ClassifierConfig(Section):
     """The breed classifier: a torchvision ResNet with a fresh head."""
 
     arch: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
@@ -217,7 +128,7 @@ class ClassifierConfig(_Section):
     )
 
 
-class DiTConfig(_Section):
+class DiTConfig(Section):
     """The class-conditional Diffusion Transformer and its flow-matching objective.
 
     `preset` picks the architecture; any of patch_size..heads set to a non-zero value
@@ -260,7 +171,7 @@ class DiTConfig(_Section):
     )
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """Optimisation and the training loop's length."""
 
     batch_size: int = Field(32, ge=1, le=65536)
@@ -285,7 +196,7 @@ class OptimConfig(_Section):
     eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at checkpoints")
 
 
-class CheckpointConfig(_Section):
+class CheckpointConfig(Section):
     """When checkpoints are written and what counts as 'best'."""
 
     every_steps: int = Field(50, ge=1, description="also always at the end and on preemption")
@@ -294,7 +205,7 @@ class CheckpointConfig(_Section):
     best_mode: Literal["min", "max"] = "max"
 
 
-class RetentionConfig(_Section):
+class RetentionConfig(Section):
     """Which checkpoints survive pruning: the union of these rules (see storage.retention)."""
 
     keep_last: int = Field(5, ge=1, description="the newest N (at least 1)")
@@ -302,7 +213,7 @@ class RetentionConfig(_Section):
     keep_every: int = Field(0, ge=0, description="every K-th step; 0 = off")
 
 
-class RetryConfig(_Section):
+class RetryConfig(Section):
     """Retry policy for cloud calls; bounds are the Modal client's own (modal.Retries)."""
 
     max_retries: int = Field(3, ge=0, le=10)
@@ -311,7 +222,7 @@ class RetryConfig(_Section):
     max_delay: float = Field(60.0, ge=1.0, le=60.0, description="seconds, 1–60 (Modal's cap)")
 
 
-class ModalConfig(_Section):
+class ModalConfig(Section):
     """Cloud resources for `tinycats cloud ...` (modal 1.6.4's own bounds)."""
 
     app_name: str = "tinycats"
@@ -340,29 +251,7 @@ class ModalConfig(_Section):
         return ",".join(str(request) for request in parse_gpu_spec(gpu))
 
 
-SERVE_TOKEN_ENV = "TINYCATS_SERVE_TOKEN"
-"""The server's bearer token: `tinycats serve --token`'s variable, and the key of the Modal
-Secret that `tinycats cloud serve --auth token` creates."""
-
-
-class ServeConfig(_Section):
-    """The inference server (`tinycats serve`, `tinycats cloud serve`): what one request may
-    ask for. Not part of a run's config: a server is configured when it starts."""
-
-    host: str = Field("127.0.0.1", description="local bind address; 0.0.0.0 exposes it")
-    port: int = Field(8000, ge=1, le=65535)
-    max_upload_bytes: int = Field(
-        10 * 2**20, ge=1024, description="largest accepted upload (413 beyond)"
-    )
-    max_pixels: int = Field(
-        40_000_000, ge=64 * 64, description="largest image (width x height) decoded (413 beyond)"
-    )
-    max_samples: int = Field(16, ge=1, le=256, description="most images one /sample draws")
-    max_sample_steps: int = Field(200, ge=1, le=1000, description="most ODE steps one /sample runs")
-    top_k: int = Field(3, ge=1, description="breeds /predict returns unless asked")
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Everything a training run needs; saved, resolved, with the run."""
 
     task: str = Field("classifier", description="a name in tinycats.config.TASKS")
@@ -412,144 +301,3 @@ class TrainConfig(_Section):
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"unknown config key {key!r}; see `tinycats config show` for valid keys"
-    message = first["msg"].removeprefix("Value error, ")
-    if isinstance(first.get("input"), dict):  # a check across a section's keys
-        return f"invalid config section {key!r}: {message}" if key else f"invalid config: {message}"
-    return f"invalid config value {key}={first.get('input')!r}: {message}"
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    """'optim.lr=3e-4' → (['optim', 'lr'], 0.0003); values are TOML, else plain strings."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set optim.lr=3e-4)")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
-
-
-def _check_key_exists(path: list[str]) -> None:
-    """Name unknown keys with the valid ones, before pydantic's generic message."""
-    model: type[BaseModel] = TrainConfig
-    for depth, part in enumerate(path):
-        fields = model.model_fields
-        if part not in fields:
-            where = ".".join(path[:depth]) or "top level"
-            raise ConfigError(
-                f"unknown config key {'.'.join(path)!r}; valid keys at {where}: {', '.join(fields)}"
-            )
-        annotation = fields[part].annotation
-        if depth < len(path) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                raise ConfigError(f"config key {'.'.join(path[: depth + 1])!r} has no sub-keys")
-            model = annotation
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `--set key=value` overrides to a raw (unvalidated) config dict."""
-    result = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = _parse_override(item)
-        _check_key_exists(path)
-        node = result
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return result
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; check the --config path") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A config file as a raw dict, with the file it `extends` merged in beneath it.
-
-    `extends = "other.toml"` (relative to the file) lets a variant recipe state only
-    what it changes, so a fix to the base recipe reaches every variant. Bases may
-    extend further bases; a cycle or a base for another task is an error.
-    """
-    return _read_with_bases(Path(path), ())
-
-
-def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    here = path.resolve()
-    if here in chain:
-        cycle = " -> ".join(p.name for p in (*chain, here))
-        raise ConfigError(f"config file {path} extends itself ({cycle}); remove the cycle")
-    raw = _read_toml(path)
-    base_name = raw.pop("extends", None)
-    if base_name is None:
-        return raw
-    if not isinstance(base_name, str) or not base_name:
-        raise ConfigError(f"'extends' in {path} must be a file name, got {base_name!r}")
-    base_path = path.parent / base_name
-    if not base_path.is_file():
-        raise ConfigError(
-            f"config file {path} extends {base_name!r}, but {base_path} does not exist; "
-            "fix the 'extends' path (it is relative to the file)"
-        )
-    base = _read_with_bases(base_path, (*chain, here))
-    if "task" in raw and "task" in base and raw["task"] != base["task"]:
-        raise ConfigError(
-            f"config file {path} is for task {raw['task']!r} but extends {base_name!r}, "
-            f"which is for task {base['task']!r}; extend a config of the same task"
-        )
-    return _deep_merge(base, raw)
-
-
-def build_config(
-    task: str = "classifier",
-    file: Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    base: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """Defaults → task defaults → `base` (a saved config) → file (over the files it
-    extends) → overrides, validated.
-
-    Raises ConfigError with a one-line message on any invalid key or value.
-    """
-    raw: dict[str, Any] = _deep_merge(task_spec(task).defaults, {"task": task})
-    if base:
-        raw = _deep_merge(raw, base)
-    if file is not None:
-        from_file = read_config_file(file)
-        file_task = from_file.get("task", task)
-        if file_task != task:
-            raise ConfigError(f"config file {file} is for task {file_task!r}, not {task!r}")
-        raw = _deep_merge(raw, from_file)
-    raw = apply_overrides(raw, list(overrides))
-    return validate_config(raw)
-
-
-def validate_config(raw: dict[str, Any]) -> TrainConfig:
-    """Validate a raw dict (e.g. a config saved with a checkpoint) into a TrainConfig."""
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
