@@ -63,14 +63,47 @@ def eval_command(
             help="Average each image with its mirror (default: the run's classifier.tta_hflip).",
         ),
     ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="A DiT run is judged by this classifier run (id or folder): class "
+            "consistency and Fréchet distance of its samples.",
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="DiT: samples to judge (classes in turn).")] = 240,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="DiT: ODE steps (default: the run's).")
+    ] = None,
+    sampler: Annotated[
+        str | None, typer.Option("--sampler", help="DiT: euler | heun (default: the run's).")
+    ] = None,
+    cfg: Annotated[
+        float | None, typer.Option("--cfg", help="DiT: guidance scale (default: the run's).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="DiT: seed of the samples.")] = 0,
     out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:
-    """Evaluate a classifier: top-1/top-3, per-class accuracy, confusion matrix (PNG + table)."""
+    """Evaluate a classifier (top-1/top-3, per-class accuracy, confusion matrix), or the
+    samples of a DiT run with --judge CLASSIFIER_RUN."""
+    from tinycats.errors import ConfigError
     from tinycats.storage import LocalStore
     from tinycats.train.evaluation import evaluate_classifier
+    from tinycats.train.inference import load_trained_model
 
-    trained = load_for(out, ref, "classifier")
+    trained = load_trained_model(LocalStore(out), ref)
+    if trained.config.task == "dit":
+        if judge is None:
+            raise ConfigError(
+                f"{ref} is a DiT run; pass --judge CLASSIFIER_RUN to judge its samples"
+            )
+        from tinycats.cli.quality import judge_command
+
+        judge_command(trained, judge, n, steps, sampler, cfg, seed, data, out, json_)
+        return
+    if judge is not None:
+        raise ConfigError(f"{ref} is a {trained.config.task} run; --judge applies to a DiT run")
     report = evaluate_classifier(
         trained,
         LocalStore(out),
