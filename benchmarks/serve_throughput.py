@@ -4,7 +4,7 @@ The server (`tinycats serve`'s app) runs in this process on 127.0.0.1; clients s
 photos over HTTP, one at a time and then from several threads at once, and every
 request's wall time is kept. Printed: requests/s, p50 and p95 for each concurrency.
 
-    python benchmarks/serve_throughput.py --run RUN [--out DIR] [--photos DIR]
+    python benchmarks/serve_throughput.py --run RUN [--out DIR] [--photos DIR] [--threads N]
     python benchmarks/serve_throughput.py           # a fresh ResNet-18 at 128 px
     python benchmarks/serve_throughput.py --smoke   # 32 px, a few requests (seconds)
 
@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--photos", help="a folder of photos to send (default: synthetic)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="32 px, a few requests")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.run:
         from tinycats.storage import LocalStore
         from tinycats.train.inference import load_trained_model

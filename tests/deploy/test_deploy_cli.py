@@ -55,12 +55,13 @@ def test_bench_inference_times_every_runtime_at_batch_1_and_32_and_the_dit(
     for row in rows:
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["calls"] == (3 if row["model"] == "classifier" else 1)
+    assert [r["max_abs_diff"] for r in rows[:9]] == [None] * 9
+    assert 0 < rows[9]["max_abs_diff"] < 1e-3  # onnxruntime's sample is PyTorch's
     table = format_rows([LatencyRow(**row) for row in rows]).splitlines()
     assert table[0].split()[:3] == ["model", "variant", "batch"] and len(table) == 11
-    bases = [line for line in table if line.endswith(" 1.00x")]
-    assert len(bases) >= 3  # each group's first variant is its own base
+    assert table[1].endswith(" 1.00x") and table[5].endswith(" 1.00x")  # eager is the base
     slower = rows[9]["p50_ms"] / rows[8]["p50_ms"]  # onnxruntime's sample vs PyTorch's
-    assert table[-1].endswith(f"{slower:.2f}x")
+    assert table[-1].split()[-2:] == [f"{slower:.2f}x", f"{rows[9]['max_abs_diff']:.1e}"]
 
 
 @pytest.mark.parametrize(

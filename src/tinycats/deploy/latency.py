@@ -40,6 +40,7 @@ class LatencyRow:
     p99_ms: float
     items_per_s: float  # images classified (or samples drawn) per second at p50
     calls: int
+    max_abs_diff: float | None = None  # output vs the group's first variant, same input
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,7 +138,8 @@ def bench_dit(
     cfg_scale: float = 3.0,
     rounds: int = 5,
 ) -> list[LatencyRow]:
-    """One guided sample (a network batch of 2 per step), PyTorch against onnxruntime."""
+    """One guided sample (a network batch of 2 per step), PyTorch against onnxruntime; the
+    onnxruntime row also says how far its sample lies from PyTorch's for the same noise."""
     from tinycats.models.flow import sample_from_noise
 
     network = copy.deepcopy(model).cpu().float().eval()
@@ -152,17 +154,20 @@ def bench_dit(
             net, y, noise, steps=steps, cfg_scale=cfg_scale, sampler="euler"
         )
 
-    times = time_alternating(
-        {"pytorch": draw(network), "onnxruntime": draw(ort_network)}, rounds, 1
-    )
-    return summarise(f"dit {steps}-step guided sample", 1, times)
+    variants = {"pytorch": draw(network), "onnxruntime": draw(ort_network)}
+    reference, exported = (variants[name]() for name in variants)  # also the warm-up
+    times = time_alternating(variants, rounds, warmup=0)
+    rows = summarise(f"dit {steps}-step guided sample", 1, times)
+    rows[1].max_abs_diff = float((exported - reference).abs().max())
+    return rows
 
 
 def format_rows(rows: list[LatencyRow]) -> str:
-    """A plain table, with each variant's p50 relative to the first row of its group."""
+    """A plain table, with each variant's p50 relative to the first row of its group (and,
+    where measured, how far its output lies from that row's)."""
     lines = [
         f"{'model':<32} {'variant':<24} {'batch':>5} {'p50 ms':>10} {'p95 ms':>10} "
-        f"{'p99 ms':>10} {'items/s':>10} {'p50 vs first':>12}"
+        f"{'p99 ms':>10} {'items/s':>10} {'p50 vs first':>12} {'max |diff|':>10}"
     ]
     first: dict[tuple[str, int], float] = {}
     for row in rows:
@@ -171,6 +176,7 @@ def format_rows(rows: list[LatencyRow]) -> str:
             f"{row.model:<32} {row.variant:<24} {row.batch:>5} {row.p50_ms:>10.2f} "
             f"{row.p95_ms:>10.2f} {row.p99_ms:>10.2f} {row.items_per_s:>10.1f} "
             f"{row.p50_ms / base:>11.2f}x"
+            + ("" if row.max_abs_diff is None else f" {row.max_abs_diff:>10.1e}")
         )
     return "\n".join(lines)
 
