@@ -13,6 +13,7 @@ from fake_volume import FakeVolume
 from test_cloud_retries import TINY
 from tinycats.config import apply_overrides, build_config
 from tinycats.storage import CheckpointManager, LocalStore, VolumeStore
+from tinycats.storage.metrics_log import MetricsLog
 from tinycats.train import PreemptionGuard
 from tinycats.train.engine import build_trainer
 
@@ -45,6 +46,9 @@ def test_each_checkpoint_is_one_commit_by_the_writer_with_its_preview(tmp_path) 
     assert "samples/r/step_00000004.png" in published
     assert "samples/r/step_00000008.png" in published
     assert not [f for f in published if "/step_00000004/" in f]  # pruned, and published so
+    [log] = [f for f in published if f.endswith("/r/metrics.jsonl")]  # beside its checkpoints
+    lines = MetricsLog(vol.backing / log).read()  # committed by the checkpoints' commits
+    assert [(x["step"], x["kind"]) for x in lines] == [(4, "eval"), (8, "train"), (8, "eval")]
 
 
 def test_a_stop_request_writes_one_checkpoint_and_nothing_else(tmp_path) -> None:

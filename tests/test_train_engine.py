@@ -82,6 +82,11 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+def metrics_lines(out: Path, run_id: str) -> list[dict]:
+    [log] = (out / "checkpoints" / "classifier").glob(f"*/{run_id}/metrics.jsonl")
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
 def committed_step(out: Path, run_id: str) -> int:
     for latest in (out / "checkpoints" / "classifier").glob(f"*/{run_id}/latest.json"):
         return int(json.loads(latest.read_text())["step"])
@@ -93,10 +98,19 @@ def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
     """An uninterrupted 40-step run, trained by the CLI in a subprocess. It grows its
     training size from 16 to 32 px half-way, so resuming must also restore the size."""
     tmp = tmp_path_factory.mktemp("reference")
-    overrides = [*tiny_overrides(tmp, max_steps=40, every=4), "data.progressive_min_size=16"]
+    overrides = [
+        *tiny_overrides(tmp, max_steps=40, every=4),
+        "data.progressive_min_size=16",
+        "tracking.log_every=2",  # a line between checkpoints: the kill lands among them
+    ]
     proc = cli(*train_args("ref", overrides), out=tmp / "out")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+    lines = metrics_lines(tmp / "out", "ref")
+    assert [(x["step"], x["kind"]) for x in lines if x["kind"] == "train"] == [
+        (s, "train") for s in range(2, 41, 2)
+    ]
+    assert [x["step"] for x in lines if x["kind"] == "eval"] == list(range(4, 41, 4))
     assert "lr" in err and " 16 px" in err and " 32 px" in err  # the log shows the size
     return tmp, overrides, final_weights(tmp / "out", "ref")
 
@@ -129,6 +143,18 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig) 
     assert resumed.returncode == 0, err
     assert RunRegistry(LocalStore(out)).get("cut")["status"] == "completed"
     assert_bitwise_equal(final_weights(out, "cut"), expected)
+    # The metrics log: every step exactly once, with the uninterrupted run's values; a
+    # stop's checkpoint is unevaluated, so a SIGTERM on an evaluation step skips that one.
+    ref, cut = metrics_lines(reference[0] / "out", "ref"), metrics_lines(out, "cut")
+    if sig == signal.SIGTERM:
+        ref = [x for x in ref if (x["step"], x["kind"]) != (stopped_at, "eval")]
+    assert [(x["step"], x["kind"]) for x in cut] == [(x["step"], x["kind"]) for x in ref]
+    for a, b in zip(cut, ref, strict=True):
+        assert (a.get("loss"), a.get("val_loss"), a.get("lr")) == (
+            b.get("loss"),
+            b.get("val_loss"),
+            b.get("lr"),
+        )
 
 
 def test_corrupt_newest_checkpoint_is_skipped_on_resume(tmp_path) -> None:

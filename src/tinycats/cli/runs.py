@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+
+if TYPE_CHECKING:
+    from tinycats.storage import Store
 
 app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
 
@@ -63,12 +66,19 @@ def ls(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None:
 def show(
     run: str = typer.Argument(..., help="Run id (see `tinycats runs ls`)."),
     out: OutOption = DEFAULT_OUT_PATH,
+    metrics: Annotated[
+        bool, typer.Option("--metrics", help="The run's metrics log instead of its record.")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Show one run's record: status, times, attempts, metrics, versions and resolved config."""
     from tinycats.storage import LocalStore, RunRegistry
 
-    record = RunRegistry(LocalStore(out)).get(run)
+    store = LocalStore(out)
+    record = RunRegistry(store).get(run)
+    if metrics:
+        _show_metrics(run_metrics(store, record), json_)
+        return
     if json_:
         print_json(record)
         return
@@ -82,3 +92,49 @@ def show(
             table.add_row(key, Text(text))
     console.print(table)
     console.print("config:", json.dumps(record.get("config", {}), indent=2), highlight=False)
+
+
+METRIC_COLUMNS = {
+    "train": ("loss", "lr", "grad_norm", "img_per_s", "data_ms", "step_ms", "checkpoint_ms"),
+}
+"""The columns of the train lines' table, in order (eval lines show whatever they hold)."""
+
+
+def run_metrics(store: Store, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's metrics-log lines; a TinycatsError naming the fix when it has none yet."""
+    from tinycats.errors import TinycatsError
+    from tinycats.storage.metrics_log import MetricsLog
+
+    run_id = record["run_id"]
+    log = MetricsLog.of_run(store, run_id, record.get("task"))
+    lines = log.read() if log is not None else []
+    if not lines:
+        raise TinycatsError(
+            f"run {run_id!r} has no metrics yet (lines are written with each checkpoint); "
+            "wait for its first checkpoint or train it longer"
+        )
+    return lines
+
+
+def _show_metrics(lines: list[dict[str, Any]], json_: bool) -> None:
+    if json_:
+        print_json(lines)
+        return
+    from rich.table import Table
+
+    for kind in ("train", "eval"):
+        rows = [line for line in lines if line.get("kind") == kind]
+        if not rows:
+            continue
+        skip = {"step", "kind", "time", "steps"}
+        names = METRIC_COLUMNS.get(kind) or sorted({k for r in rows for k in r} - skip)
+        table = Table("step", *names, title=f"{kind} ({len(rows)} lines)")
+        for row in rows:
+            table.add_row(str(row["step"]), *(_cell(row.get(name)) for name in names))
+        console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

@@ -213,6 +213,14 @@ class RetentionConfig(Section):
     keep_every: int = Field(0, ge=0, description="every K-th step; 0 = off")
 
 
+class TrackingConfig(Section):
+    """What a run records beside its checkpoints: the metrics log (storage/metrics_log.py)."""
+
+    log_every: int = Field(
+        10, ge=1, description="a metrics-log line every N steps (and at the last step)"
+    )
+
+
 class RetryConfig(Section):
     """Retry policy for cloud calls; bounds are the Modal client's own (modal.Retries)."""
 
@@ -262,6 +270,7 @@ class TrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     modal: ModalConfig = Field(default_factory=ModalConfig)
 

@@ -33,9 +33,11 @@ from tinycats.errors import CheckpointError
 from tinycats.models import config_of_resumed_run, create_model, model_from_args
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
+from tinycats.storage.metrics_log import METRICS_FILE, MetricsLog
 from tinycats.train.async_checkpoint import AsyncCheckpointer
 from tinycats.train.batches import EpochBatches, TrainingData, load_training_data, validation_loader
 from tinycats.train.device import autocast, autocast_dtype, select_device
+from tinycats.train.metrics import MetricsRecorder, total_grad_norm
 from tinycats.train.optimizer import build_optimizer, load_optimizer_state
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.progress import TrainProgress
@@ -94,8 +96,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.resumed_from: int | None = None
+        self.grad_norm: torch.Tensor | None = None
         if resume is not None:
             self._restore(resume)
+        self.metrics = MetricsRecorder(
+            lambda: MetricsLog(self.checkpoints.run_dir / METRICS_FILE),
+            config.tracking.log_every,
+            config.optim.max_steps,
+            config.optim.batch_size * config.optim.grad_accum,
+        )
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class Trainer:
         every = config.checkpoint.every_steps
         eval_every = optim.eval_every or every
         self.registry.start(self.run_id, config.task, config.to_dict())
+        self.metrics.resume(self.step)  # lines past the resumed checkpoint are redone
         self.model.train()
         started = time.perf_counter()
         metrics: dict[str, float] = {}
@@ -125,25 +135,32 @@ class Trainer:
         try:
             with reporter:
                 while self.step < optim.max_steps:
-                    loss, extras = self.train_step()
+                    with self.metrics.timed("step_ms"):
+                        loss, extras = self.train_step()
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.metrics.step(self.step, loss, lr, self.grad_norm)
                     reporter.update(
                         self.step,
                         loss,
                         extras,
-                        self.optimizer.param_groups[0]["lr"],
+                        lr,
                         self.train_set.image_size if config.data.progressive_min_size else None,
                     )
                     last = self.step >= optim.max_steps
                     stopping = self.guard.requested and not last
                     if (self.step % eval_every == 0 or last) and not stopping:
-                        metrics = {**metrics, **self.evaluate()}
+                        with self.metrics.timed("eval_ms"):
+                            evaluated = self.evaluate()
+                        self.metrics.evaluation(self.step, evaluated)
+                        metrics = {**metrics, **evaluated}
                         reporter.log_metrics(self.step, metrics)
                     if stopping:  # unevaluated: it must not compete for "best"
                         self.checkpoint({}, preview=False)
                         status = "preempted"
                         break
                     if self.step % every == 0 or last:
-                        self.checkpoint(metrics)
+                        with self.metrics.timed("checkpoint_ms"):
+                            self.checkpoint(metrics)
             self.writer.wait()
         except BaseException as err:
             self._record_failure(err)
@@ -158,16 +175,20 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
         for _ in range(optim.grad_accum):
-            images, labels = self.batches.next()
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            with self.metrics.timed("data_ms"):
+                images, labels = self.batches.next()
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp_dtype):
                 loss, extras = self.task.loss(self.model, images, labels)
             self.scaler.scale(loss / optim.grad_accum).backward()
             total += loss.detach() / optim.grad_accum
+        self.grad_norm = None
         if optim.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), optim.clip_grad)
+            self.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), optim.clip_grad)
+        elif self.metrics.due(self.step + 1):
+            self.grad_norm = total_grad_norm(self.model, self.scaler)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -193,6 +214,7 @@ class Trainer:
         """
         weights, train_state = self._state_snapshot()  # waits for the save in flight
         step, meta = self.step, self._meta()
+        lines = self.metrics.flush()  # the save's commit publishes them
         if preview:
             self.task.preview(
                 self.eval_model(),
@@ -213,6 +235,7 @@ class Trainer:
                 best_checkpoint=str(best.path) if best else str(info.path),
             )
             self.store.commit()
+            self.metrics.published(lines)
 
         self.writer.submit(write)
 
@@ -220,6 +243,7 @@ class Trainer:
 
     def _finish(self, status: str, metrics: dict[str, float], elapsed: float) -> TrainResult:
         self.writer.close()
+        self.metrics.close()
         latest = self.checkpoints.latest()
         best = self.checkpoints.best()
         self.registry.finish(
@@ -249,6 +273,8 @@ class Trainer:
         status = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
         with contextlib.suppress(Exception):
             self.writer.close()
+        with contextlib.suppress(Exception):
+            self.metrics.close()
         with contextlib.suppress(Exception):
             self.registry.finish(self.run_id, status, step=self.step, error=repr(err)[:500])
             self.store.commit()
