@@ -99,8 +99,9 @@ class Trainer:
         self.grad_norm: torch.Tensor | None = None
         if resume is not None:
             self._restore(resume)
+        checkpoints = self.checkpoints  # not `self`: a cycle would keep the shards mapped
         self.metrics = MetricsRecorder(
-            lambda: MetricsLog(self.checkpoints.run_dir / METRICS_FILE),
+            lambda: MetricsLog(checkpoints.run_dir / METRICS_FILE),
             config.tracking.log_every,
             config.optim.max_steps,
             config.optim.batch_size * config.optim.grad_accum,
