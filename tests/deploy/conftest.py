@@ -7,7 +7,6 @@ tests does not matter.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from PIL import Image
 
 from tinycats.config import build_config
 from tinycats.data.synthetic import render_synthetic
-from tinycats.deploy.web import CHROMIUM, CHROMIUM_FLAGS
 from tinycats.storage import LocalStore
 from tinycats.train import run_training
 from tinycats.train.evaluation import evaluate_classifier
@@ -85,15 +83,3 @@ def photos(tmp_path_factory) -> list[Path]:
         Image.fromarray(render_synthetic(label, 2, 64, seed=0, split="test")).save(path)
         paths.append(path)
     return paths
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium driven by playwright; skipped where either is missing."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file() or shutil.which("chromium") is None:
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS))
-        yield browser
-        browser.close()

@@ -19,6 +19,7 @@ from tinycats.cli import (
     doctor,
     export,
     infer,
+    report,
     runs,
     serve,
     train,
@@ -42,7 +43,9 @@ app.command("sample")(infer.sample_command)
 app.add_typer(export.app, name="export")
 app.command("serve")(serve.serve_command)
 cloud.app.command("serve")(serve.cloud_serve_command)
+cloud.app.command("report")(report.cloud_report_command)
 app.add_typer(bench.app, name="bench")
+app.command("report")(report.report_command)
 app.add_typer(runs.app, name="runs")
 app.add_typer(ckpt.app, name="ckpt")
 app.add_typer(cloud.app, name="cloud")

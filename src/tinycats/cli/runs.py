@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
-
-if TYPE_CHECKING:
-    from tinycats.storage import Store
 
 app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
 
@@ -77,7 +74,9 @@ def show(
     store = LocalStore(out)
     record = RunRegistry(store).get(run)
     if metrics:
-        _show_metrics(run_metrics(store, record), json_)
+        from tinycats.storage.metrics_log import run_metrics
+
+        _show_metrics(run_metrics(store, run, record.get("task")), json_)
         return
     if json_:
         print_json(record)
@@ -98,22 +97,6 @@ METRIC_COLUMNS = {
     "train": ("loss", "lr", "grad_norm", "img_per_s", "data_ms", "step_ms", "checkpoint_ms"),
 }
 """The columns of the train lines' table, in order (eval lines show whatever they hold)."""
-
-
-def run_metrics(store: Store, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's metrics-log lines; a TinycatsError naming the fix when it has none yet."""
-    from tinycats.errors import TinycatsError
-    from tinycats.storage.metrics_log import MetricsLog
-
-    run_id = record["run_id"]
-    log = MetricsLog.of_run(store, run_id, record.get("task"))
-    lines = log.read() if log is not None else []
-    if not lines:
-        raise TinycatsError(
-            f"run {run_id!r} has no metrics yet (lines are written with each checkpoint); "
-            "wait for its first checkpoint or train it longer"
-        )
-    return lines
 
 
 def _show_metrics(lines: list[dict[str, Any]], json_: bool) -> None:

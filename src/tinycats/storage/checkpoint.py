@@ -63,7 +63,12 @@ from tinycats.storage.manifest import (
     LoadedCheckpoint,
     load_checkpoint,
 )
-from tinycats.storage.retention import CheckpointRecord, best_steps, select_keep
+from tinycats.storage.retention import (
+    CheckpointRecord,
+    best_steps,
+    keep_reasons,
+    select_keep,
+)
 from tinycats.storage.store import Store
 from tinycats.storage.trash import move_aside, remove_tree, sweep_leftovers
 
@@ -289,6 +294,19 @@ class CheckpointManager:
 
     # -- prune ----------------------------------------------------------------------------------
 
+    def _policy(self) -> dict[str, Any]:
+        return {
+            "keep_last": self.keep_last,
+            "keep_best": self.keep_best,
+            "best_mode": self.best_mode,
+            "keep_every": self.keep_every,
+            "latest_step": self.latest_step(),
+        }
+
+    def keep_reasons(self, infos: Sequence[CheckpointInfo] | None = None) -> dict[int, list[str]]:
+        """Which retention rules keep each step (see retention.keep_reasons)."""
+        return keep_reasons(self.records(infos), **self._policy())
+
     def plan_prune(self) -> tuple[list[CheckpointInfo], list[CheckpointInfo]]:
         """(kept, to delete) under the retention policy, without touching anything.
 
@@ -306,14 +324,7 @@ class CheckpointManager:
             confirmed = listing is not None
             listing = listing or scan_run(self.run_dir)
             records = self.records(listing.infos)
-            keep = select_keep(
-                records,
-                keep_last=self.keep_last,
-                keep_best=self.keep_best,
-                best_mode=self.best_mode,
-                keep_every=self.keep_every,
-                latest_step=self.latest_step(),
-            )
+            keep = select_keep(records, **self._policy())
             kept = [i for i in listing.infos if i.step in keep]
             doomed = [i for i in listing.infos if i.step not in keep]
         # The best k are always among the kept: rank those few, not all the records again.

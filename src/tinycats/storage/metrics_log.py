@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tinycats.errors import StorageError
+from tinycats.errors import StorageError, TinycatsError
 from tinycats.storage.atomic import disk_full_as_storage_error, write_bytes_atomic
 from tinycats.storage.layout import find_run_dir
 from tinycats.storage.store import Store
@@ -87,6 +87,18 @@ class MetricsLog:
         if text != raw:
             write_bytes_atomic(self.path, text)
         return removed
+
+
+def run_metrics(store: Store, run_id: str, task: str | None = None) -> list[dict[str, Any]]:
+    """The lines of a run's log; a one-line TinycatsError naming the fix when it has none."""
+    log = MetricsLog.of_run(store, run_id, task)
+    lines = log.read() if log is not None else []
+    if not lines:
+        raise TinycatsError(
+            f"run {run_id!r} has no metrics yet (they are written with each checkpoint); "
+            "wait for its first checkpoint, or train it with this tinycats version"
+        )
+    return lines
 
 
 def series(lines: Iterable[dict[str, Any]], key: str, kind: str | None = None) -> list[tuple]:

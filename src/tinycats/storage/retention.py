@@ -58,6 +58,29 @@ def select_keep(
 
     Only steps present in `records` are returned. `keep_every=0` disables that rule.
     """
+    return set(
+        keep_reasons(
+            records,
+            keep_last=keep_last,
+            keep_best=keep_best,
+            best_mode=best_mode,
+            keep_every=keep_every,
+            latest_step=latest_step,
+        )
+    )
+
+
+def keep_reasons(
+    records: Sequence[CheckpointRecord],
+    *,
+    keep_last: int,
+    keep_best: int = 0,
+    best_mode: str = "max",
+    keep_every: int = 0,
+    latest_step: int | None = None,
+) -> dict[int, list[str]]:
+    """Each kept step with the rules that keep it ("last 5", "best 1", "every 100",
+    "latest", "in progress"); a step absent from the result may be deleted."""
     for name, value in (
         ("keep_last", keep_last),
         ("keep_best", keep_best),
@@ -65,13 +88,19 @@ def select_keep(
     ):
         if value < 0:
             raise ValueError(f"{name}={value} must be >= 0")
+    reasons: dict[int, list[str]] = {}
     committed = sorted(r.step for r in records if r.committed)
-    keep: set[int] = set(committed[-keep_last:]) if keep_last else set()
-    keep.update(best_steps(records, keep_best, best_mode))
-    if keep_every:
-        keep.update(step for step in committed if step % keep_every == 0)
+    for step in committed[-keep_last:] if keep_last else []:
+        reasons.setdefault(step, []).append(f"last {keep_last}")
+    for step in best_steps(records, keep_best, best_mode):
+        reasons.setdefault(step, []).append(f"best {keep_best}")
+    for step in committed if keep_every else []:
+        if step % keep_every == 0:
+            reasons.setdefault(step, []).append(f"every {keep_every}")
     newest_committed = committed[-1] if committed else None
     for r in records:
-        if r.step == latest_step or newest_committed is None or r.step > newest_committed:
-            keep.add(r.step)
-    return keep
+        if r.step == latest_step:
+            reasons.setdefault(r.step, []).append("latest")
+        if newest_committed is None or r.step > newest_committed:
+            reasons.setdefault(r.step, []).append("in progress")
+    return reasons
