@@ -172,10 +172,11 @@ def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch) -> 
     monkeypatch.setattr(client, "prepare", prepare)
     out = CliRunner().invoke(app, ["cloud", "prepare"])
     assert out.exit_code == 0, out.output
-    assert [p.name for p in client.shipped_gpu_configs()] == ["classifier-gpu.toml"]
-    [config] = prepared
-    assert (config.data.source, config.data.image_size, config.data.stored_size) == (
-        "oxford",
-        224,
-        256,
-    )
+    assert [p.name for p in client.shipped_gpu_configs()] == [
+        "classifier-gpu.toml",
+        "dit-gpu.toml",
+    ]
+    assert [(c.data.source, c.data.image_size, c.data.stored_size) for c in prepared] == [
+        ("oxford", 224, 256),
+        ("oxford", 128, 128),
+    ]

@@ -1,0 +1,200 @@
+"""TinyDiT sample quality: x-prediction against v-prediction, same data, seed and budget.
+
+Both runs train `configs/dit-cpu.toml` on oxford-cats-mini at 64 px with the same seed
+and the same number of steps (the recipe's BUDGET, ~20 minutes on an idle 2-core CPU),
+and differ only in dit.prediction. A classifier run judges them (`tinycats eval DIT
+--judge`): class consistency and the Fréchet distance in the judge's features, beside
+the floor (real train photos) and the ceiling (blurred mean photo + noise). Then the x
+run's samplers: Euler and Heun at 10, 25 and 50 steps. Both sample grids (same noise)
+go side by side into docs/dit-quality-64px-v-vs-x.png.
+
+The figures use the test split's photos for the Fréchet distance; nothing here is
+chosen on them (the recipe and its sampler were chosen on training and validation
+figures: val_loss, on the velocity for both prediction types, and class consistency,
+which uses no real photo).
+
+Training resumes (the runs are ordinary runs in --out), and each figure is kept in
+<out>/dit_quality.json, so a stopped benchmark continues where it was.
+
+    nice -n 10 python benchmarks/dit_quality.py --judge judge --judge-out /work/runs/shared \
+        --out /work/runs/dit-quality
+    python benchmarks/dit_quality.py --smoke       # synthetic, 16 px, tiny runs (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from tinycats.config import build_config
+from tinycats.errors import TinycatsError
+from tinycats.storage import LocalStore, RunRegistry
+from tinycats.storage.atomic import write_json_atomic
+from tinycats.train import run_training
+from tinycats.train.dit_quality import evaluate_dit
+from tinycats.train.dit_task import sample_grid
+from tinycats.train.inference import load_trained_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "dit-cpu.toml"
+GRID = ROOT / "docs" / "dit-quality-64px-v-vs-x.png"
+SAMPLERS = [(sampler, steps) for sampler in ("euler", "heun") for steps in (10, 25, 50)]
+SMOKE = [
+    "data.source='synthetic'",
+    "data.image_size=16",
+    "data.synthetic_classes=4",
+    "data.synthetic_per_class=16",
+    "optim.batch_size=8",
+    "optim.warmup_steps=2",
+    "checkpoint.every_steps=1000",
+    "dit.sample_steps=4",
+]
+
+
+def train(prediction: str, store: LocalStore, overrides: list[str], state: dict) -> str:
+    """Train (or resume, or find finished) the run of one prediction type; its id."""
+    run_id = f"dit-{prediction}"
+    with contextlib.suppress(TinycatsError):  # no record yet: a new run
+        if RunRegistry(store).get(run_id).get("status") == "completed":
+            return run_id
+    config = build_config("dit", RECIPE, [*overrides, f"dit.prediction='{prediction}'", "seed=0"])
+    start = time.perf_counter()
+    result = run_training(config, store, run_id, progress=None)
+    seconds = state.setdefault("train_seconds", {})
+    seconds[run_id] = seconds.get(run_id, 0.0) + time.perf_counter() - start
+    print(
+        f"{run_id}: {result.status} at step {result.step}/{result.max_steps}, "
+        f"{seconds[run_id] / 60:.1f} min in all ({seconds[run_id] / result.max_steps:.3f} "
+        f"s/step), val_loss {result.metrics.get('val_loss', float('nan')):.4f}",
+        flush=True,
+    )
+    if result.status != "completed":
+        raise SystemExit(f"{run_id} stopped at step {result.step}; run again to continue")
+    return run_id
+
+
+def judged(key: str, state: dict, save, **kwargs) -> dict:
+    """The quality report `key` (computed once, kept in the state file)."""
+    reports = state.setdefault("quality", {})
+    if key not in reports:
+        reports[key] = evaluate_dit(**kwargs, record=False).to_dict()
+        save()
+    return reports[key]
+
+
+def side_by_side(grids: dict[str, Image.Image]) -> Image.Image:
+    """Grids next to one another, each under its title."""
+    title, gap = 16, 12
+    width = sum(g.width for g in grids.values()) + gap * (len(grids) - 1)
+    canvas = Image.new("RGB", (width, title + max(g.height for g in grids.values())), "white")
+    draw, left = ImageDraw.Draw(canvas), 0
+    for name, grid in grids.items():
+        draw.text((left + 4, 2), name, fill="black")
+        canvas.paste(grid, (left, title))
+        left += grid.width + gap
+    return canvas
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--judge", help="the judge: a classifier run id or folder")
+    parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
+    parser.add_argument("--out", type=Path, default=Path("tinycats-out/dit-quality"))
+    parser.add_argument("--n", type=int, default=240, help="samples per figure")
+    parser.add_argument("--smoke", action="store_true", help="tiny synthetic runs (CI)")
+    args = parser.parse_args()
+
+    overrides: list[str] = []
+    n, samplers, per_class, grid_path = args.n, SAMPLERS, 6, GRID
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="dit-quality-smoke-"))
+        args.out, args.judge, args.judge_out = tmp / "out", "judge", None
+        judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
+        run_training(judge_config, LocalStore(args.out), "judge", progress=False)
+        overrides = [*SMOKE, "dit.preset=test", "dit.width=32", "dit.depth=1",
+                     "dit.preview_per_class=0", "optim.max_steps=6"]  # fmt: skip
+        n, samplers, per_class, grid_path = 8, [("euler", 2), ("heun", 2)], 2, tmp / "grid.png"
+    elif args.judge is None:
+        parser.error("--judge is required (a classifier run trained on the same data)")
+
+    store = LocalStore(args.out)
+    state_path = args.out / "dit_quality.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+    def save() -> None:
+        write_json_atomic(state_path, state)
+
+    runs = {p: train(p, store, overrides, state) for p in ("v", "x")}
+    save()
+    judge = load_trained_model(LocalStore(args.judge_out or args.out), args.judge)
+    models = {p: load_trained_model(store, run_id, which="latest") for p, run_id in runs.items()}
+    common = {"judge": judge, "store": store, "n": n, "seed": 0}
+    main_rows = {p: judged(f"{p}/recipe", state, save, dit=m, **common) for p, m in models.items()}
+
+    x, v = main_rows["x"], main_rows["v"]
+    print(
+        f"\njudge {x['judge']} (step {x['judge_step']}), {n} samples per row "
+        f"({x['steps']} {x['sampler']} steps, cfg {x['cfg_scale']:g}) against {x['n_test']} "
+        f"test photos at {x['image_size']} px; chance {1 / len(x['per_breed']):.1%}"
+    )
+    print(f"{'':42}{'consistency':>12}{'Fréchet':>10}")
+    rows = [
+        ("real test photos (judge's accuracy)", x["rows"]["real_test"]["consistency"], None),
+        ("real train photos (floor)", *_pair(x["rows"]["real_train"])),
+        (f"v-prediction, step {v['step']}", v["consistency"], v["frechet"]),
+        (f"x-prediction, step {x['step']}", x["consistency"], x["frechet"]),
+        ("mean photo, blurred + noise (ceiling)", *_pair(x["rows"]["trivial"])),
+    ]
+    for name, consistency, frechet in rows:
+        fd = "" if frechet is None else f"{frechet:10.1f}"
+        print(f"{name:42}{consistency:12.1%}{fd}")
+    print(
+        f"Fréchet x/v = {x['frechet'] / v['frechet']:.2f} (goal <= 0.5); "
+        f"x consistency {x['consistency']:.1%} (goal >= 30%)"
+    )
+    for p in ("v", "x"):
+        breeds = "  ".join(f"{b} {s:.0%}" for b, s in main_rows[p]["per_breed"].items())
+        print(f"per breed, {p}: {breeds}")
+    print(x["inception_skipped"] or f"standard Inception FID: x {x['inception_fid']:.1f}")
+
+    print("\nsamplers (x-prediction):")
+    for sampler, steps in samplers:
+        row = judged(
+            f"x/{sampler}{steps}", state, save, dit=models["x"], steps=steps, sampler=sampler,
+            **common,
+        )  # fmt: skip
+        print(
+            f"  {sampler:5} {steps:3} steps: consistency {row['consistency']:6.1%}  "
+            f"Fréchet {row['frechet']:8.1f}"
+        )
+
+    grids = {
+        f"{p}-prediction, step {main_rows[p]['step']}": sample_grid(
+            m.model,
+            m.classes,
+            list(range(len(m.classes))),
+            per_class=per_class,
+            steps=m.config.dit.sample_steps,
+            cfg_scale=m.config.dit.cfg_scale,
+            sampler=m.config.dit.sampler,
+            seed=0,
+            device=m.device,
+        )
+        for p, m in models.items()
+    }
+    side_by_side(grids).save(grid_path)
+    print(f"\ngrids (same noise): {grid_path}")
+
+
+def _pair(row: dict) -> tuple[float, float]:
+    return row["consistency"], row["frechet"]
+
+
+if __name__ == "__main__":
+    main()
