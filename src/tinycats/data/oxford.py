@@ -30,6 +30,7 @@ from typing import Any
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
 from tinycats.data.progress import make_progress
 from tinycats.errors import DataError
+from tinycats.storage.atomic import fsync_dir, write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ def download(
             "removed, rerun to download it again"
         )
     os.replace(part, dest)
+    fsync_dir(dest.parent)
     return dest
 
 
@@ -331,7 +333,8 @@ def extract_once(archive: Path, dest_dir: Path, md5: str) -> None:
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    marker.write_text(f"{archive.name} md5 {md5}\n")
+    fsync_dir(dest_dir)  # the extracted entries are durable before the marker says so
+    write_bytes_atomic(marker, f"{archive.name} md5 {md5}\n".encode())
 
 
 def fetch_oxford(

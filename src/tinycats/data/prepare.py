@@ -41,6 +41,7 @@ from tinycats.data.shards import (
 )
 from tinycats.data.synthetic import render_synthetic, synthetic_class_names, synthetic_test_count
 from tinycats.errors import DataError
+from tinycats.storage.atomic import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def prepare_dataset(
         if target.exists():  # a half-written dir without a (valid) manifest
             shutil.rmtree(target)
         os.replace(tmp, target)
-        _fsync_dir(data_root)
+        fsync_dir(data_root)
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise DataError(
@@ -295,11 +296,3 @@ def _load(item: PackItem, *, size: int) -> np.ndarray | str:
         return item.load(size)
     except SkippedImage as skip:
         return skip.reason
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

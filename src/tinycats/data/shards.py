@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tinycats.errors import DataError
+from tinycats.storage.atomic import synced_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -105,13 +105,9 @@ class Manifest:
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Atomically (tmp + fsync + replace) write the manifest: the last step of a build."""
-    tmp = directory / f".{MANIFEST}.tmp"
-    with tmp.open("w") as f:
-        json.dump(manifest.to_dict(), f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST)
+    """Atomically and durably write the manifest: the last step of a build, so a dir
+    with a manifest is a complete one."""
+    write_json_atomic(directory / MANIFEST, manifest.to_dict())
 
 
 def load_manifest(prepared_dir: Path) -> Manifest:
@@ -189,10 +185,8 @@ class ShardWriter:
             self.planned = self.planned[:index] + self.planned[index + 1 :]
             return
         file = f"{self.split}-{index:03d}.npy"
-        with (self.directory / file).open("wb") as f:
+        with synced_file(self.directory / file) as f:  # the manifest must not outlive it
             np.save(f, np.stack(self._images))
-            f.flush()
-            os.fsync(f.fileno())  # the manifest written after it must not outlive its data
         self.shards.append(
             ShardInfo(
                 file=file,

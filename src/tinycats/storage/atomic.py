@@ -19,7 +19,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tinycats.errors import StorageError
 
@@ -62,12 +62,20 @@ def disk_full_as_storage_error(path: Path) -> Iterator[None]:
         raise
 
 
-def write_file_synced(path: Path, data: bytes | memoryview) -> None:
-    """Write `data` to a new file at `path` and fsync it (no rename: callers own atomicity)."""
+@contextlib.contextmanager
+def synced_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file at `path` to write into, fsynced when the block ends, so a manifest or
+    pointer written after it cannot outlive its data (no rename: callers own atomicity)."""
     with open(path, "xb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_file_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write `data` to a new file at `path` and fsync it (no rename: callers own atomicity)."""
+    with synced_file(path) as f:
+        f.write(data)
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
