@@ -1,14 +1,17 @@
 """The `tinycats` command line: parses, prints, and calls the layers below.
 
-User errors (`TinycatsError`) are printed as one line on stderr with exit code 2;
-anything else keeps its traceback because it is a bug.
+User errors (`TinycatsError`) are printed as one line on stderr with exit code 2, by
+the root group itself, so every way of invoking it (the console script, `python -m
+tinycats`, typer's test runner) ends a user error the same way; anything else keeps
+its traceback because it is a bug.
 """
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from tinycats.cli import (
     bench,
@@ -26,8 +29,27 @@ from tinycats.cli import (
 )
 from tinycats.errors import TinycatsError
 
+USER_ERROR_EXIT = 2
+"""Exit code of a user error: the same as Click's own usage errors."""
+
+
+class RootGroup(TyperGroup):
+    """The root command group: a `TinycatsError` from any command becomes one stderr line
+    and exit code 2 (Click handles its own usage errors the same way)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TinycatsError as err:
+            from tinycats.cli.common import print_error
+
+            print_error(err)
+            raise typer.Exit(USER_ERROR_EXIT) from None
+
+
 app = typer.Typer(
     name="tinycats",
+    cls=RootGroup,
     help="Train small image models of cats locally or on Modal, and never lose training work.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,7 +58,7 @@ app = typer.Typer(
 app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
-app.add_typer(train.app, name="train")
+app.command("train")(train.train_command)
 app.command("eval")(infer.eval_command)
 app.command("predict")(infer.predict_command)
 app.command("sample")(infer.sample_command)
@@ -52,15 +74,5 @@ app.add_typer(cloud.app, name="cloud")
 
 
 def main() -> None:
-    """Console-script entry point.
-
-    Click handles usage errors itself (exit 2 with a usage line); a `TinycatsError`
-    from any command leaves it untouched and is printed here as one line.
-    """
-    try:
-        app()
-    except TinycatsError as err:
-        from tinycats.cli.common import err_console
-
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
-        sys.exit(2)
+    """Console-script entry point."""
+    app()

@@ -6,8 +6,14 @@ from typing import Annotated
 
 import typer
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
-from tinycats.cli.infer import RefArgument
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    JsonOption,
+    OutOption,
+    RefArgument,
+    console,
+    print_json,
+)
 
 app = typer.Typer(help="Measure trained models on this machine.", no_args_is_help=True)
 

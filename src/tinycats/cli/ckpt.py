@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tinycats.cli.cloud import VolumeOption, ckpt_ls_remote, volume_get, volume_put, volume_rm
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    JsonOption,
+    OutOption,
+    console,
+    print_json,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from tinycats.storage import CheckpointInfo, CheckpointManager
@@ -108,22 +115,22 @@ def ls(
     if not rows:
         console.print(f"no checkpoints under {out / 'checkpoints'}")
         return
-    from rich.table import Column, Table
-    from rich.text import Text
-
-    table = Table(
-        Column("run", no_wrap=True),
-        Column("step", justify="right"),
-        Column("time", no_wrap=True),
-        "metrics",
-        "kept as",
-        Column("size", justify="right", no_wrap=True),
+    print_table(
+        ("run", "step", "time", "metrics", "kept as", "size"),
+        [
+            (
+                r["run_id"],
+                r["step"],
+                r["time"],
+                "\n".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items())) or "-",
+                ", ".join(r["marks"]),
+                f"{r['size_bytes'] / 1e6:.2f} MB",
+            )
+            for r in rows
+        ],
+        right=("step", "size"),
+        no_wrap=("time",),
     )
-    for r in rows:
-        metrics = "\n".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items()))
-        cells = (r["run_id"], r["step"], r["time"], metrics or "-", ", ".join(r["marks"]))
-        table.add_row(*(Text(str(c)) for c in cells), f"{r['size_bytes'] / 1e6:.2f} MB")
-    console.print(table)
 
 
 @app.command("verify")

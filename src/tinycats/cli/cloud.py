@@ -12,7 +12,25 @@ from typing import Annotated, Any
 
 import typer
 
-from tinycats.cli.common import ConfigOption, JsonOption, SetOption, console, print_json
+from tinycats.cli.common import (
+    BreedOption,
+    ConfigOption,
+    GuidanceOption,
+    JsonOption,
+    MaxStepsOption,
+    PerClassOption,
+    RunIdArgument,
+    SampleOutputOption,
+    SeedOption,
+    SetOption,
+    SplitOption,
+    StepsOption,
+    TaskArgument,
+    TaskOption,
+    console,
+    print_json,
+    print_table,
+)
 
 app = typer.Typer(
     help="Run on Modal GPUs: prepare data, train (resumable, retried), evaluate, sample, bench.",
@@ -35,8 +53,9 @@ GpuOption = Annotated[
 TargetArgument = Annotated[
     str, typer.Argument(help="A call id (fc-..., printed by `cloud train`) or a run id.")
 ]
-TaskArgument = Annotated[str, typer.Argument(help="classifier | dit")]
-RunIdArgument = Annotated[str, typer.Argument(help="The run id (see `tinycats runs ls`).")]
+CloudDataOption = Annotated[
+    str | None, typer.Option("--data", help="synthetic | oxford (data.source; prepared on CPUs).")
+]
 VolumeOption = Annotated[
     str | None,
     typer.Option("--volume", help="Volume name (default: modal.outputs_volume)."),
@@ -45,8 +64,8 @@ VolumeOption = Annotated[
 
 @app.command("prepare")
 def prepare_command(
-    task: Annotated[str, typer.Option("--task", help="classifier | dit")] = "classifier",
-    data: Annotated[str | None, typer.Option("--data", help="synthetic | oxford")] = None,
+    task: TaskOption = "classifier",
+    data: CloudDataOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -92,8 +111,8 @@ def train_command(
     detach: Annotated[
         bool, typer.Option("--detach", help="Spawn and return; the run survives this client.")
     ] = False,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="optim.max_steps")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="synthetic | oxford")] = None,
+    max_steps: MaxStepsOption = None,
+    data: CloudDataOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -205,7 +224,7 @@ def _outputs_volume(name: str | None) -> str:
 @app.command("eval")
 def eval_command(
     run_id: RunIdArgument,
-    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    split: SplitOption = "test",
     which: Annotated[str, typer.Option("--which", help="best | latest")] = "best",
     gpu: GpuOption = None,
     config: ConfigOption = None,
@@ -232,14 +251,12 @@ def eval_command(
 @app.command("sample")
 def sample_command(
     run_id: RunIdArgument,
-    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write here.")] = Path(
-        "grid.png"
-    ),
-    breed: Annotated[str, typer.Option("--breed", help="A class name, or 'all'.")] = "all",
-    n: Annotated[int, typer.Option("--n", min=1, max=64, help="Samples per class.")] = 8,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    cfg_scale: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="ODE steps.")] = None,
+    output: SampleOutputOption = Path("grid.png"),
+    breed: BreedOption = "all",
+    n: PerClassOption = 8,
+    seed: SeedOption = 0,
+    cfg_scale: GuidanceOption = None,
+    steps: StepsOption = None,
     gpu: GpuOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -278,18 +295,22 @@ def bench_command(
     if json_:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="Modal start-up (seconds; targets from the original plan)")
-    for column in ("measure", "seconds", "target", "ok"):
-        table.add_column(column, justify="left" if column == "measure" else "right")
-    for row in rows:
-        target = row["target"]
-        ok = "" if target is None else ("yes" if row["seconds"] < target else "NO")
-        table.add_row(
-            row["what"], f"{row['seconds']:.2f}", "" if target is None else f"< {target:g}", ok
-        )
-    console.print(table)
+    print_table(
+        ("measure", "seconds", "target", "ok"),
+        [
+            (
+                row["what"],
+                f"{row['seconds']:.2f}",
+                "" if row["target"] is None else f"< {row['target']:g}",
+                ""
+                if row["target"] is None
+                else ("yes" if row["seconds"] < row["target"] else "NO"),
+            )
+            for row in rows
+        ],
+        title="Modal start-up (seconds; targets from the original plan)",
+        right=("seconds", "target", "ok"),
+    )
 
 
 # -- files on a volume ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from tinycats.cli.common import (
     JsonOption,
     OutOption,
     SetOption,
+    TaskArgument,
     console,
     print_json,
 )
@@ -21,7 +22,7 @@ app = typer.Typer(
 
 @app.command("show")
 def show(
-    task: str = typer.Argument("classifier", help="classifier or dit"),
+    task: TaskArgument = "classifier",
     config: ConfigOption = None,
     set_: SetOption = None,
     out: OutOption = DEFAULT_OUT_PATH,

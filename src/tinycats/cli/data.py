@@ -13,9 +13,11 @@ from tinycats.cli.common import (
     JsonOption,
     OutOption,
     SetOption,
+    TaskOption,
     console,
     err_console,
     print_json,
+    print_table,
 )
 
 app = typer.Typer(
@@ -45,9 +47,7 @@ def prepare(
     ] = False,
     data_dir: DataDirOption = None,
     out: OutOption = DEFAULT_OUT_PATH,
-    task: Annotated[
-        str, typer.Option("--task", help="classifier or dit (their defaults differ).")
-    ] = "classifier",
+    task: TaskOption = "classifier",
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -105,19 +105,16 @@ def info(
 
 
 def _print_manifest(path: Path, manifest: Any) -> None:
-    from rich.table import Table
+    from rich.text import Text
 
     splits = list(manifest.counts)
-    table = Table(title=f"{path.name}", title_justify="left")
-    table.add_column("class")
-    for split in [*splits, "total"]:
-        table.add_column(split, justify="right")
+    rows: list[list[object]] = []
     for name in manifest.classes:
-        row = [manifest.counts[s][name] for s in splits]
-        table.add_row(name, *map(str, row), str(sum(row)))
+        counts = [manifest.counts[s][name] for s in splits]
+        rows.append([name, *counts, sum(counts)])
     totals = [manifest.total(s) for s in splits]
-    table.add_row("[bold]all", *(f"[bold]{n}" for n in totals), f"[bold]{sum(totals)}")
-    console.print(table)
+    rows.append([Text(str(c), style="bold") for c in ("all", *totals, sum(totals))])
+    print_table(("class", *splits, "total"), rows, title=path.name, right=(*splits, "total"))
     size_mb = sum(s.bytes for s in manifest.shards) / 2**20
     skipped = ", ".join(f"{k} {v}" for k, v in manifest.skipped.items()) or "none"
     console.print(f"path      {path}", highlight=False)

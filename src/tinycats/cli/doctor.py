@@ -9,7 +9,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    JsonOption,
+    OutOption,
+    print_json,
+    print_pairs,
+)
 
 
 def _version(package: str) -> str:
@@ -79,24 +85,24 @@ def doctor(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None
     if json_:
         print_json(report)
         return
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None)
-    table.add_row("python", report["python"])
-    table.add_row("platform", report["platform"])
-    for package, version in report["versions"].items():
-        table.add_row(package, version)
     gpus = ", ".join(report["gpus"])
-    table.add_row("device", report["device"] + (f" ({gpus})" if gpus else ""))
+    pairs = [
+        ("python", report["python"]),
+        ("platform", report["platform"]),
+        *report["versions"].items(),
+        ("device", report["device"] + (f" ({gpus})" if gpus else "")),
+    ]
     if "amp_auto" in report:
-        table.add_row("optim.amp=auto", report["amp_auto"])
+        pairs.append(("optim.amp=auto", report["amp_auto"]))
     if "cpu_bf16" in report:
-        table.add_row(
-            "cpu bf16 units",
-            "yes: optim.amp=bf16 trains 1.5-2.7x faster (configs/classifier-cpu.toml)"
-            if report["cpu_bf16"]
-            else "no: keep optim.amp=off, bf16 is emulated (configs/classifier-cpu-fp32.toml)",
+        pairs.append(
+            (
+                "cpu bf16 units",
+                "yes: optim.amp=bf16 trains 1.5-2.7x faster (configs/classifier-cpu.toml)"
+                if report["cpu_bf16"]
+                else "no: keep optim.amp=off, bf16 is emulated (configs/classifier-cpu-fp32.toml)",
+            )
         )
-    table.add_row("modal credentials", report["modal_credentials"])
-    table.add_row("output dir", f"{report['out']['path']} ({report['out']['free_gb']} GB free)")
-    console.print(table)
+    pairs.append(("modal credentials", report["modal_credentials"]))
+    pairs.append(("output dir", f"{report['out']['path']} ({report['out']['free_gb']} GB free)"))
+    print_pairs(pairs)

@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
-from tinycats.cli.infer import RefArgument, load_for
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    JsonOption,
+    OutOption,
+    RefArgument,
+    console,
+    print_json,
+)
+from tinycats.cli.infer import load_for
 
 app = typer.Typer(
     help="Export a trained model: ONNX (int8), Hugging Face, a web demo.", no_args_is_help=True

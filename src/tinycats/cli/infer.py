@@ -7,15 +7,22 @@ from typing import Annotated
 
 import typer
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
-
-RefArgument = Annotated[
-    str,
-    typer.Argument(
-        help="A run id, a run/step directory (best verified checkpoint is used), or a "
-        "folder written by `tinycats export hf`."
-    ),
-]
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    BreedOption,
+    GuidanceOption,
+    JsonOption,
+    OutOption,
+    PerClassOption,
+    RefArgument,
+    SampleOutputOption,
+    SeedOption,
+    SplitOption,
+    StepsOption,
+    console,
+    print_json,
+    print_table,
+)
 
 
 def load_for(out: Path, ref: str, task: str):
@@ -37,7 +44,7 @@ def eval_command(
     data: Annotated[
         str | None, typer.Option("--data", help="synthetic | oxford | PATH (default: the run's).")
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    split: SplitOption = "test",
     image_size: Annotated[
         int | None,
         typer.Option(
@@ -116,16 +123,16 @@ def eval_command(
     if json_:
         print_json(report.to_dict())
         return
-    from rich.table import Table
-
-    table = Table(title=f"{report.run_id} · {report.split} · {report.n} images · {report.data}")
-    table.add_column("true \\ predicted")
-    for index in range(len(report.classes)):  # numbers: 12 breed names do not fit 80 columns
-        table.add_column(str(index), justify="right")
-    table.add_column("acc", justify="right")
-    for index, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True)):
-        table.add_row(f"{index} {name}", *map(str, row), f"{report.per_class[name]:.2f}")
-    console.print(table)
+    numbers = [str(i) for i in range(len(report.classes))]  # 12 breed names do not fit 80 columns
+    print_table(
+        ("true \\ predicted", *numbers, "acc"),
+        [
+            (f"{index} {name}", *row, f"{report.per_class[name]:.2f}")
+            for index, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True))
+        ],
+        title=f"{report.run_id} · {report.split} · {report.n} images · {report.data}",
+        right=(*numbers, "acc"),
+    )
     console.print(
         f"top-1 {report.top1:.4f}  top-3 {report.top3:.4f}  ({trained.weights} weights, "
         f"{report.image_size} px, central {report.crop:.0%}"
@@ -156,15 +163,13 @@ def predict_command(
 
 def sample_command(
     ref: RefArgument,
-    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path(
-        "grid.png"
-    ),
-    breed: Annotated[str, typer.Option("--breed", help="A class name, or 'all'.")] = "all",
-    n: Annotated[int, typer.Option("--n", min=1, max=64, help="Samples per class.")] = 8,
-    cfg: Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="ODE steps.")] = None,
+    output: SampleOutputOption = Path("grid.png"),
+    breed: BreedOption = "all",
+    n: PerClassOption = 8,
+    cfg: GuidanceOption = None,
+    steps: StepsOption = None,
     sampler: Annotated[str | None, typer.Option("--sampler", help="euler | heun")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOption = 0,
     out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:

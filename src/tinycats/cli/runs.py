@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, JsonOption, OutOption, console, print_json
+from tinycats.cli.common import (
+    DEFAULT_OUT_PATH,
+    JsonOption,
+    OutOption,
+    RunIdArgument,
+    console,
+    print_json,
+    print_pairs,
+    print_table,
+)
 
 app = typer.Typer(help="List and inspect training runs.", no_args_is_help=True)
 
@@ -33,35 +42,27 @@ def ls(out: OutOption = DEFAULT_OUT_PATH, json_: JsonOption = False) -> None:
     if not records:
         console.print(f"no runs in {out / 'runs'}; start one with `tinycats train classifier`")
         return
-    from rich.table import Column, Table
-    from rich.text import Text
-
-    table = Table(
-        Column("run id", no_wrap=True),
-        "task",
-        "status",
-        Column("step", justify="right"),
-        "best metric",
-        "started",
-        Column("attempts", justify="right"),
+    print_table(
+        ("run id", "task", "status", "step", "best metric", "started", "attempts"),
+        [
+            (
+                r.get("run_id", "?"),
+                r.get("task", "?"),
+                r.get("status", "?"),
+                r.get("step", "-"),
+                best_metric_cell(r),
+                r.get("started_at", "-"),
+                r.get("attempts", "-"),
+            )
+            for r in records
+        ],
+        right=("step", "attempts"),
     )
-    for r in records:
-        cells = (
-            r.get("run_id", "?"),
-            r.get("task", "?"),
-            r.get("status", "?"),
-            r.get("step", "-"),
-            best_metric_cell(r),
-            r.get("started_at", "-"),
-            r.get("attempts", "-"),
-        )
-        table.add_row(*(Text(str(c)) for c in cells))
-    console.print(table)
 
 
 @app.command("show")
 def show(
-    run: str = typer.Argument(..., help="Run id (see `tinycats runs ls`)."),
+    run: RunIdArgument,
     out: OutOption = DEFAULT_OUT_PATH,
     metrics: Annotated[
         bool, typer.Option("--metrics", help="The run's metrics log instead of its record.")
@@ -81,15 +82,11 @@ def show(
     if json_:
         print_json(record)
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_header=False, box=None)
-    for key, value in record.items():
-        if key != "config":
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            table.add_row(key, Text(text))
-    console.print(table)
+    print_pairs(
+        (key, value if isinstance(value, str) else json.dumps(value, default=str))
+        for key, value in record.items()
+        if key != "config"
+    )
     console.print("config:", json.dumps(record.get("config", {}), indent=2), highlight=False)
 
 

@@ -11,11 +11,11 @@ from tinycats.cli.common import (
     DEFAULT_OUT_PATH,
     JsonOption,
     OutOption,
+    RefArgument,
     console,
     err_console,
     print_json,
 )
-from tinycats.cli.infer import RefArgument
 from tinycats.config import SERVE_TOKEN_ENV as TOKEN_ENV
 from tinycats.config import ServeConfig
 

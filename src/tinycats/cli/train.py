@@ -1,4 +1,4 @@
-"""`tinycats train classifier|dit`: a training run on the local Store, resumable."""
+"""`tinycats train TASK`: a training run on the local Store, resumable."""
 
 from __future__ import annotations
 
@@ -9,22 +9,19 @@ import typer
 
 from tinycats.cli.common import (
     DEFAULT_OUT_PATH,
+    TASK_CHOICES,
     ConfigOption,
+    DataOption,
     JsonOption,
+    MaxStepsOption,
     OutOption,
     SetOption,
+    TaskArgument,
     console,
     print_json,
 )
+from tinycats.config import TASKS
 
-app = typer.Typer(
-    help="Train a model; interrupted runs resume from their last checkpoint.", no_args_is_help=True
-)
-
-DataOption = Annotated[
-    str | None,
-    typer.Option("--data", help="synthetic | oxford | a folder in Oxford layout (data.source)."),
-]
 RunIdOption = Annotated[
     str | None, typer.Option("--run-id", help="Name the run (resumed if it exists).")
 ]
@@ -36,27 +33,34 @@ ResumeOption = Annotated[
         "never: start fresh; RUN_ID: continue that run.",
     ),
 ]
-MaxStepsOption = Annotated[int | None, typer.Option("--max-steps", help="optim.max_steps")]
 CkptEveryOption = Annotated[int | None, typer.Option("--ckpt-every", help="checkpoint.every_steps")]
 ProgressOption = Annotated[
     bool | None,
     typer.Option("--progress/--no-progress", help="Progress bar (default: when on a terminal)."),
 ]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="dit only: test | small | tiny; also sets data.image_size to the preset's "
+        "resolution unless --set data.image_size=N is given.",
+    ),
+]
 
 
-def _train(
-    task: str,
-    out: OutOption,
-    config: ConfigOption,
-    set_: SetOption,
-    data: str | None,
-    run_id: str | None,
-    resume: str,
-    max_steps: int | None,
-    ckpt_every: int | None,
-    progress: bool | None,
-    json_: bool,
-    extra: dict[str, object] | None = None,
+def train_command(
+    task: TaskArgument,
+    out: OutOption = DEFAULT_OUT_PATH,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    data: DataOption = None,
+    run_id: RunIdOption = None,
+    resume: ResumeOption = "auto",
+    max_steps: MaxStepsOption = None,
+    ckpt_every: CkptEveryOption = None,
+    preset: PresetOption = None,
+    progress: ProgressOption = None,
+    json_: JsonOption = False,
 ) -> None:
     from tinycats.config import build_config
     from tinycats.storage import LocalStore
@@ -66,7 +70,7 @@ def _train(
         "data.source": data,
         "optim.max_steps": max_steps,
         "checkpoint.every_steps": ckpt_every,
-        **(extra or {}),
+        **_preset_flags(task, preset, set_ or []),
     }
     build_config(task, config, set_, flags=flags)  # fail on a bad value before touching the store
     store = LocalStore(out)
@@ -89,75 +93,24 @@ def _train(
         console.print(f"resume with: tinycats train {task} --run-id {result.run_id}")
 
 
-@app.command("classifier")
-def classifier(
-    out: OutOption = DEFAULT_OUT_PATH,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-    data: DataOption = None,
-    run_id: RunIdOption = None,
-    resume: ResumeOption = "auto",
-    max_steps: MaxStepsOption = None,
-    ckpt_every: CkptEveryOption = None,
-    progress: ProgressOption = None,
-    json_: JsonOption = False,
-) -> None:
-    """Train the breed classifier (ResNet-18 by default)."""
-    _train(
-        "classifier",
-        out,
-        config,
-        set_,
-        data,
-        run_id,
-        resume,
-        max_steps,
-        ckpt_every,
-        progress,
-        json_,
-    )
+train_command.__doc__ = (
+    f"Train a model ({TASK_CHOICES}); an interrupted run resumes from its last checkpoint.\n\n"
+    + "\n\n".join(f"{name}: {spec.summary}." for name, spec in TASKS.items())
+)
 
 
-@app.command("dit")
-def dit(
-    out: OutOption = DEFAULT_OUT_PATH,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="test | small | tiny")] = None,
-    data: DataOption = None,
-    run_id: RunIdOption = None,
-    resume: ResumeOption = "auto",
-    max_steps: MaxStepsOption = None,
-    ckpt_every: CkptEveryOption = None,
-    progress: ProgressOption = None,
-    json_: JsonOption = False,
-) -> None:
-    """Train the class-conditional TinyDiT generator (flow matching).
+def _preset_flags(task: str, preset: str | None, set_: list[str]) -> dict[str, object]:
+    """--preset as config values: the DiT preset and, unless set, its design resolution."""
+    if preset is None:
+        return {}
+    from tinycats.errors import ConfigError
+    from tinycats.models.dit import PRESETS
 
-    --preset also sets data.image_size to the preset's resolution, unless
-    --set data.image_size=N is given.
-    """
-    extra: dict[str, object] = {}
-    if preset is not None:
-        from tinycats.errors import ConfigError
-        from tinycats.models.dit import PRESETS
-
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        extra["dit.preset"] = preset
-        if not any(item.startswith("data.image_size=") for item in set_ or []):
-            extra["data.image_size"] = PRESETS[preset]["image_size"]
-    _train(
-        "dit",
-        out,
-        config,
-        set_,
-        data,
-        run_id,
-        resume,
-        max_steps,
-        ckpt_every,
-        progress,
-        json_,
-        extra,
-    )
+    if task != "dit":
+        raise ConfigError(f"--preset applies to the dit task, not {task!r}; remove it")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    flags: dict[str, object] = {"dit.preset": preset}
+    if not any(item.startswith("data.image_size=") for item in set_):
+        flags["data.image_size"] = PRESETS[preset]["image_size"]
+    return flags
