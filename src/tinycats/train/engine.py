@@ -1,9 +1,9 @@
 """The training engine: one loop for every task, stoppable at any step, resumable exactly.
 
-Read top to bottom: the Trainer is handed its data and (when resuming) its last
-checkpoint, and `fit()` is the loop; what a step, an evaluation and a checkpoint do
-follows; `build_trainer` at the end does the I/O that prepares a Trainer, and
-`run_training` is the whole run. It is plain Python (no cloud in sight): the CLI
+Read top to bottom: the Trainer is handed its data, its model and (when resuming)
+its last checkpoint, and `fit()` is the loop; what a step, an evaluation and a
+checkpoint do follows; `build_trainer` at the end does the I/O that prepares a
+Trainer (data, checkpoint, pretrained weights), and `run_training` is the whole run. It is plain Python (no cloud in sight): the CLI
 calls it locally, the Modal class calls the very same function in a container.
 Resume is by convention: if the run already has a committed checkpoint, training
 continues from it.
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 class Trainer:
     """One run: its model, optimizer and data, continued from `resume` when given; then `fit()`.
 
-    The constructor does no I/O: `build_trainer` prepares the data and loads the
-    checkpoint it is handed.
+    The constructor does no I/O: `build_trainer` prepares the data, builds the model
+    (fresh, or from the checkpoint's `model_args`) and loads the checkpoint it is handed.
     """
 
     def __init__(
@@ -63,6 +63,7 @@ class Trainer:
         store: Store,
         run_id: str,
         data: TrainingData,
+        model: RunModel,
         *,
         resume: LoadedCheckpoint | None = None,
         guard: PreemptionGuard | None = None,
@@ -82,14 +83,7 @@ class Trainer:
         self.batches = EpochBatches(self.train_set, config, self.device)
         self.val_loader = validation_loader(self.val_set, config)
 
-        if resume is None:
-            seed_everything(config.seed)  # before the model: its init is part of the run
-            self.model, self.model_args = create_model(config, len(self.classes))
-        else:
-            self.model_args = resume.meta["model_args"]
-            self.model = model_from_args(config.task, self.model_args)
-            self.config = config = config_of_resumed_run(config, self.model_args)
-        self.model.to(self.device)
+        self.model, self.model_args = model.module.to(self.device), model.args
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
         self.optimizer = build_optimizer(self.model, config)
         self.amp_dtype = autocast_dtype(config.optim.amp, self.device)
@@ -344,6 +338,26 @@ class TrainResult:
     elapsed_seconds: float = 0.0
 
 
+@dataclass
+class RunModel:
+    """The model a run trains and the `model_args` its checkpoints record to rebuild it."""
+
+    module: nn.Module
+    args: dict[str, Any]
+
+
+def build_model(
+    config: TrainConfig, num_classes: int, resume: LoadedCheckpoint | None
+) -> tuple[RunModel, TrainConfig]:
+    """A fresh model (pretrained weights are read here), or the one a checkpoint describes,
+    with the config it runs under (a resumed run keeps the architecture it started with)."""
+    if resume is None:
+        seed_everything(config.seed)  # before the model: its init is part of the run
+        return RunModel(*create_model(config, num_classes)), config
+    args = resume.meta["model_args"]
+    return RunModel(model_from_args(config.task, args), args), config_of_resumed_run(config, args)
+
+
 def build_trainer(
     config: TrainConfig,
     store: Store,
@@ -353,11 +367,21 @@ def build_trainer(
     progress: bool | None = None,
     device: torch.device | None = None,
 ) -> Trainer:
-    """Prepare the data and load the run's last committed checkpoint, if any: a ready Trainer."""
+    """Prepare the data, load the run's last committed checkpoint (if any) and build the
+    model: a ready Trainer."""
     data = load_training_data(config, store.root)
     resume = CheckpointManager.from_config(store, config.task, run_id, config).load_latest()
+    model, config = build_model(config, len(data.classes), resume)
     return Trainer(
-        config, store, run_id, data, resume=resume, guard=guard, progress=progress, device=device
+        config,
+        store,
+        run_id,
+        data,
+        model,
+        resume=resume,
+        guard=guard,
+        progress=progress,
+        device=device,
     )
 
 
