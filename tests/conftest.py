@@ -1,4 +1,4 @@
-"""Test-wide settings.
+"""Test-wide settings and the helpers several test files share.
 
 One intra-op thread for torch, here and in every subprocess a test starts: the exact
 -resume tests compare weights bit for bit, and on a loaded 2-core machine we saw two
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,65 @@ os.environ["MKL_NUM_THREADS"] = "1"
 import torch  # after the thread settings, which torch reads at import
 
 torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    """What a `tinycats` command printed and how it exited (as subprocess.run reports it)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """`tinycats ARGS` in this process, through typer's runner: no interpreter and torch
+    start-up per call. A bug (any exception but a user error's exit) raises here with its
+    traceback; `test_cli.py` checks the real process's exit code once."""
+    from typer.testing import CliRunner
+
+    from tinycats.cli import app
+
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliResult]:
+    """The in-process `tinycats` command (see `run_cli`)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def configs_dir() -> Path:
+    """The shipped configs (configs/*.toml)."""
+    return REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def oxford_mini() -> Path:
+    """The real cat photos: $TINYCATS_OXFORD_MINI, else ../shared/data/oxford-cats-mini next
+    to the repository. A test that asks for them is skipped, with the reason, without them."""
+    env = os.environ.get("TINYCATS_OXFORD_MINI")
+    folder = Path(env) if env else REPO.parent / "shared" / "data" / "oxford-cats-mini"
+    if not (folder / "annotations" / "list.txt").is_file():
+        pytest.skip(f"oxford-cats-mini not found at {folder} (set TINYCATS_OXFORD_MINI)")
+    return folder
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path`, creating its folders; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def write() -> Callable[[Path, str], Path]:
+    """`write(path, text)`: a file with its folders (see `write_text`)."""
+    return write_text
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,11 @@ OutputExpiredError once its output is gone, and the remote exception when it fai
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import modal
 import pytest
-from typer.testing import CliRunner
 
-from tinycats.cli import app
 from tinycats.cloud import calls, client
 from tinycats.config import build_config
 from tinycats.errors import ConfigError
@@ -103,34 +99,22 @@ def test_a_run_id_resolves_to_its_newest_call(monkeypatch, modal_calls) -> None:
         calls.resolve_call("r", "vol")
 
 
-def test_logs_and_cancel_through_the_cli(monkeypatch, modal_calls) -> None:
+def test_logs_and_cancel_through_the_cli(monkeypatch, modal_calls, cli) -> None:
     modal_calls["fc-1"] = FakeCall(TimeoutError(), logs=["step 1/30\n", "step 2/30\n"])
     monkeypatch.setattr(calls, "read_remote_json", lambda v, p: {"calls": [{"call_id": "fc-1"}]})
-    runner = CliRunner()
-    out = runner.invoke(app, ["cloud", "logs", "my-run", "-n", "1"])
-    assert out.exit_code == 0 and out.output == "step 2/30\n"
-    out = runner.invoke(app, ["cloud", "cancel", "my-run"])
-    assert out.exit_code == 0 and modal_calls["fc-1"].cancelled
-    out = runner.invoke(app, ["cloud", "result", "fc-1"])
-    assert out.exit_code == 1 and "still running" in out.output
+    out = cli("cloud", "logs", "my-run", "-n", "1")
+    assert out.returncode == 0 and out.stdout == "step 2/30\n"
+    out = cli("cloud", "cancel", "my-run")
+    assert out.returncode == 0 and modal_calls["fc-1"].cancelled
+    out = cli("cloud", "result", "fc-1")
+    assert out.returncode == 1 and "still running" in out.stdout
 
 
-def test_cloud_result_of_an_expired_output_is_one_line_exit_2(tmp_path) -> None:
-    """The real exit code, in a subprocess whose modal.FunctionCall is the fake's."""
-    script = tmp_path / "run.py"
-    script.write_text(
-        "import sys, modal\n"
-        "class Call:\n"
-        "    def get(self, timeout=None):\n"
-        "        raise modal.exception.OutputExpiredError()\n"
-        "modal.FunctionCall.from_id = staticmethod(lambda call_id: Call())\n"
-        "sys.argv = ['tinycats', 'cloud', 'result', 'fc-old']\n"
-        "from tinycats.cli import main\n"
-        "main()\n"
-    )
-    done_ = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert done_.returncode == 2, done_.stderr
-    assert done_.stderr.count("\n") == 1 and "fc-old has expired" in done_.stderr
+def test_cloud_result_of_an_expired_output_is_one_line_exit_2(modal_calls, cli) -> None:
+    modal_calls["fc-old"] = FakeCall(modal.exception.OutputExpiredError())
+    result = cli("cloud", "result", "fc-old")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "fc-old has expired" in result.stderr
 
 
 def test_the_client_refuses_a_run_of_another_task_before_launch(monkeypatch) -> None:
@@ -162,7 +146,7 @@ def test_the_estimate_before_launch_names_the_slice_price() -> None:
     )
 
 
-def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch) -> None:
+def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch, cli) -> None:
     prepared: list[Any] = []
 
     def prepare(config):
@@ -170,8 +154,8 @@ def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch) -> 
         return {"prepared": "x", "cached": False, "files": 3}
 
     monkeypatch.setattr(client, "prepare", prepare)
-    out = CliRunner().invoke(app, ["cloud", "prepare"])
-    assert out.exit_code == 0, out.output
+    out = cli("cloud", "prepare")
+    assert out.returncode == 0, out.stderr
     assert [p.name for p in client.shipped_gpu_configs()] == [
         "classifier-gpu.toml",
         "dit-gpu.toml",

@@ -9,16 +9,8 @@ import pytest
 from tinycats.config import build_config, layered_config, read_config_file, resolve_config
 from tinycats.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def test_extends_merges_base_beneath_the_variant(tmp_path: Path) -> None:
+def test_extends_merges_base_beneath_the_variant(tmp_path: Path, write) -> None:
     write(
         tmp_path / "base.toml",
         'task = "classifier"\n[optim]\nlr = 0.01\nmax_steps = 500\n[classifier]\nmixup_alpha = 0.2\n',
@@ -31,7 +23,7 @@ def test_extends_merges_base_beneath_the_variant(tmp_path: Path) -> None:
     assert "extends" not in read_config_file(variant)  # consumed, never validated as a key
 
 
-def test_extends_is_relative_to_the_file_and_chains(tmp_path: Path) -> None:
+def test_extends_is_relative_to_the_file_and_chains(tmp_path: Path, write) -> None:
     write(tmp_path / "recipes" / "root.toml", "[optim]\nlr = 0.5\nwarmup_steps = 7\n")
     write(tmp_path / "recipes" / "mid.toml", 'extends = "root.toml"\n[optim]\nlr = 0.25\n')
     leaf = write(tmp_path / "leaf.toml", 'extends = "recipes/mid.toml"\nseed = 3\n')
@@ -39,7 +31,7 @@ def test_extends_is_relative_to_the_file_and_chains(tmp_path: Path) -> None:
     assert (config.optim.lr, config.optim.warmup_steps, config.seed) == (0.25, 7, 3)
 
 
-def test_overrides_still_win_over_every_file(tmp_path: Path) -> None:
+def test_overrides_still_win_over_every_file(tmp_path: Path, write) -> None:
     write(tmp_path / "base.toml", "[optim]\nlr = 0.5\n")
     variant = write(tmp_path / "variant.toml", 'extends = "base.toml"\n')
     assert build_config("classifier", variant, ["optim.lr=0.125"]).optim.lr == 0.125
@@ -63,7 +55,7 @@ def test_overrides_still_win_over_every_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_extends_is_a_config_error(
-    tmp_path: Path, files: dict[str, str], expected: str
+    tmp_path: Path, files: dict[str, str], expected: str, write
 ) -> None:
     for name, text in files.items():
         write(tmp_path / name, text)
@@ -72,9 +64,9 @@ def test_bad_extends_is_a_config_error(
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed() -> None:
-    bf16 = build_config("classifier", CONFIGS / "classifier-cpu.toml").to_dict()
-    fp32 = build_config("classifier", CONFIGS / "classifier-cpu-fp32.toml").to_dict()
+def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed(configs_dir) -> None:
+    bf16 = build_config("classifier", configs_dir / "classifier-cpu.toml").to_dict()
+    fp32 = build_config("classifier", configs_dir / "classifier-cpu-fp32.toml").to_dict()
     changed = {
         (section, key)
         for section, values in bf16.items()
@@ -92,7 +84,7 @@ def test_fp32_recipe_is_the_bf16_recipe_with_six_values_changed() -> None:
     }
 
 
-def test_cloud_layer_carries_the_base_recipe(tmp_path: Path) -> None:
+def test_cloud_layer_carries_the_base_recipe(tmp_path: Path, write) -> None:
     """`tinycats cloud train` sends the file as a layer that a resumed run re-applies in the
     container: it must hold the base's values, and no `extends` the container cannot read."""
     write(
@@ -107,7 +99,7 @@ def test_cloud_layer_carries_the_base_recipe(tmp_path: Path) -> None:
     assert build_config("classifier", base=layer) == resolved
 
 
-def test_the_container_applies_the_layer_over_the_saved_run(tmp_path: Path) -> None:
+def test_the_container_applies_the_layer_over_the_saved_run(tmp_path: Path, write) -> None:
     """A resumed cloud run: saved config beneath, the client's layer (file, --set, flags) on top."""
     saved = build_config("dit", overrides=["optim.lr=0.5", "optim.max_steps=40"]).to_dict()
     config_file = write(tmp_path / "more.toml", "[optim]\nmax_steps = 80\n")
@@ -127,7 +119,7 @@ def test_flags_go_over_set_and_share_its_key_check(tmp_path: Path) -> None:
 
 
 def test_a_relative_data_source_is_relative_to_its_config_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write
 ) -> None:
     (tmp_path / "photos").mkdir()
     write(tmp_path / "recipes" / "base.toml", '[data]\nsource = "../photos"\n')
@@ -142,9 +134,9 @@ def test_a_relative_data_source_is_relative_to_its_config_file(
 
 @pytest.mark.parametrize("name", ["classifier-cpu.toml", "dit-cpu.toml"])
 def test_shipped_configs_find_the_photos_from_any_directory(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configs_dir
 ) -> None:
     monkeypatch.chdir(tmp_path)
     task = "dit" if name.startswith("dit") else "classifier"
-    source = Path(build_config(task, CONFIGS / name).data.source)
-    assert source == CONFIGS.parent.parent / "shared" / "data" / "oxford-cats-mini"
+    source = Path(build_config(task, configs_dir / name).data.source)
+    assert source == configs_dir.parent.parent / "shared" / "data" / "oxford-cats-mini"

@@ -4,8 +4,6 @@ and the real photos of ../shared/data/oxford-cats-mini."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +24,6 @@ from tinycats.errors import DataError
 SYNTH = DataConfig(
     source="synthetic", image_size=24, stored_scale=1.0, synthetic_classes=3, synthetic_per_class=10
 )
-
-
-def _mini_dir() -> Path | None:
-    env = os.environ.get("TINYCATS_OXFORD_MINI")
-    candidate = (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[1].parent / "shared/data/oxford-cats-mini"
-    )
-    return candidate if (candidate / "annotations" / "trainval.txt").is_file() else None
 
 
 def _fail(*args: object, **kwargs: object) -> None:
@@ -205,50 +193,25 @@ def test_full_oxford_fits_in_32_files(size: int) -> None:
     assert plan_shards({"train": 10, "val": 0}, 1000) == {"train": [10], "val": []}
 
 
-def test_cli_prepare_info_and_errors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tinycats.cli import main
-
-    def run(*args: str) -> int:
-        monkeypatch.setattr(sys, "argv", ["tinycats", *args])
-        try:
-            main()
-        except SystemExit as exit:
-            return int(exit.code or 0)
-        return 0
-
+def test_cli_prepare_info_and_errors(tmp_path: Path, cli) -> None:
     out = str(tmp_path / "out")
-    assert (
-        run(
-            "data",
-            "prepare",
-            "--source",
-            "synthetic",
-            "--size",
-            "16",
-            "--out",
-            out,
-            "--set",
-            "data.synthetic_per_class=4",
-        )
-        == 0
+    args = ("--source", "synthetic", "--size", "16", "--set", "data.synthetic_per_class=4")
+    prepared = cli("data", "prepare", *args, "--out", out)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "synthetic-c4-n4-s18-v0.1-seed0" in prepared.stdout
+    info = cli("data", "info", "--out", out, "--json")
+    assert info.returncode == 0
+    assert json.loads(info.stdout)[0]["counts"]["test"] == dict.fromkeys(
+        synthetic_class_names(4), 1
     )
-    assert "synthetic-c4-n4-s18-v0.1-seed0" in capsys.readouterr().out
-    assert run("data", "info", "--out", out, "--json") == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info[0]["counts"]["test"] == dict.fromkeys(synthetic_class_names(4), 1)
-    assert run("data", "prepare", "--source", str(tmp_path / "missing"), "--out", out) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert run("data", "info", "--data-dir", str(tmp_path / "empty")) == 2
+    missing = cli("data", "prepare", "--source", str(tmp_path / "missing"), "--out", out)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    empty = cli("data", "info", "--data-dir", str(tmp_path / "empty"))
+    assert empty.returncode == 2 and "no prepared datasets" in empty.stderr
 
 
-def test_oxford_cats_mini_real_photos(tmp_path: Path) -> None:
-    mini = _mini_dir()
-    if mini is None:
-        pytest.skip(
-            "oxford-cats-mini not found at <repo>/../shared/data/oxford-cats-mini; set TINYCATS_OXFORD_MINI"
-        )
+def test_oxford_cats_mini_real_photos(tmp_path: Path, oxford_mini: Path) -> None:
+    mini = oxford_mini
     cfg = DataConfig(source=str(mini), image_size=32)
     prepared = prepare_dataset(cfg, tmp_path, progress=False)
     m = load_manifest(prepared)

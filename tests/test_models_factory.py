@@ -15,21 +15,18 @@ from tinycats.models.dit import TinyDiT
 from tinycats.models.grid import PAD, make_grid_image
 
 
-@pytest.mark.parametrize(
-    ("task", "overrides"),
-    [
-        ("classifier", ["classifier.arch='resnet34'"]),
-        ("dit", ["dit.depth=2", "dit.width=64", "data.image_size=16"]),
-    ],
-)
-def test_model_from_args_rebuilds_the_same_structure(task: str, overrides: list[str]) -> None:
-    config = build_config(task, overrides=overrides)
-    model, args = create_model(config, 13)
-    restored_args = json.loads(json.dumps(args))  # as read back from a checkpoint
-    rebuilt = model_from_args(task, restored_args)
-    assert type(rebuilt) is type(model)
-    shapes = {name: t.shape for name, t in model.state_dict().items()}
-    assert {name: t.shape for name, t in rebuilt.state_dict().items()} == shapes
+def test_model_args_rebuild_the_saved_architecture_not_the_defaults() -> None:
+    """Resume rebuilds the model from a checkpoint's `model_args` alone: every field they
+    hold must shape the model, whatever the config's defaults are today."""
+    resnet = model_from_args("classifier", json.loads('{"arch": "resnet34", "num_classes": 13}'))
+    blocks = [len(stage) for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)]
+    assert blocks == [3, 4, 6, 3] and resnet.fc.out_features == 13  # ResNet-34, not 18
+    saved = {"image_size": 16, "patch_size": 4, "width": 64, "depth": 2, "heads": 4}
+    dit = model_from_args("dit", {**saved, "num_classes": 5, "prediction": "v"})
+    assert isinstance(dit, TinyDiT) and len(dit.blocks) == 2
+    assert dit.patch_embed.weight.shape == (64, 4 * 4 * 3)  # (width, patch_size² × RGB)
+    assert dit.y_embed.weight.shape[0] == 5 + 1  # the classes and the CFG null class
+    assert dit.args.prediction == "v"
 
 
 def test_dit_args_follow_config_and_data() -> None:
