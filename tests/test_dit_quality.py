@@ -67,23 +67,6 @@ def runs(tmp_path_factory) -> Path:
     return store.root
 
 
-def tinycats(*args: str, out: Path, capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of the CLI run in this process (an interpreter start
-    per call would cost more than the command)."""
-    from tinycats.cli import main
-
-    argv = ["tinycats", *args, "--out", str(out)]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", argv)
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_judge_features_are_the_layer_before_the_judges_head(runs) -> None:
     judge = load_trained_model(LocalStore(runs), "judge")
     features = JudgeFeatures(judge)
@@ -123,11 +106,11 @@ def test_trivial_samples_are_each_breeds_blurred_mean_plus_noise() -> None:
     assert torch.equal(samples, again)
 
 
-def test_eval_judge_prints_rows_and_records_them(runs, capsys) -> None:
+def test_eval_judge_prints_rows_and_records_them(runs, cli) -> None:
     args = ("eval", "gen", "--judge", "judge", "--n", "16", "--steps", "4", "--json")
-    code, stdout, stderr = tinycats(*args, out=runs, capsys=capsys)
-    assert code == 0, stderr
-    report = json.loads(stdout)
+    result = cli(*args, "--out", str(runs))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
     assert (report["n"], report["steps"], report["judge"]) == (16, 4, "judge")
     assert set(report["per_breed"]) == set(load_trained_model(LocalStore(runs), "gen").classes)
     # The judge reads real photos through the same view: it must know them, or the view
@@ -166,10 +149,10 @@ def test_eval_judge_prints_rows_and_records_them(runs, capsys) -> None:
         (["judge", "--judge", "judge"], "--judge applies to a DiT run"),
     ],
 )
-def test_eval_judge_bad_input_is_one_line_exit_2(runs, capsys, args, expected) -> None:
-    code, _, stderr = tinycats("eval", *args, out=runs, capsys=capsys)
-    assert code == 2, stderr
-    assert expected in stderr and len(stderr.strip().splitlines()) == 1
+def test_eval_judge_bad_input_is_one_line_exit_2(runs, cli, args, expected) -> None:
+    result = cli("eval", *args, "--out", str(runs))
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_inception_fid_says_why_it_is_skipped(monkeypatch) -> None:
