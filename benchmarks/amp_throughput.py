@@ -29,7 +29,7 @@ from tinycats.config import build_config
 from tinycats.models.classifier import create_classifier
 from tinycats.storage import LocalStore
 from tinycats.train.device import cpu_has_native_bf16, select_device
-from tinycats.train.engine import build_trainer
+from tinycats.train.run import build_trainer
 
 BATCH = 32
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from engine_overhead import alternated_pairs, median_ratio, medians
 from tinycats.config import build_config
 from tinycats.storage import LocalStore
-from tinycats.train.engine import Trainer, build_trainer
+from tinycats.train.engine import Trainer
+from tinycats.train.run import build_trainer
 
 
 def checkpoint_call(trainer: Trainer, blocked: list[float]) -> Callable[[], None]:

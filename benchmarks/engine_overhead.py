@@ -33,8 +33,8 @@ import torch
 
 from tinycats.config import TrainConfig, build_config
 from tinycats.storage import LocalStore
-from tinycats.train.engine import build_trainer
 from tinycats.train.optimizer import build_optimizer
+from tinycats.train.run import build_trainer
 
 WARMUP_PAIRS = 2
 """Pairs dropped at the start: first-step allocations and caches, on either side."""

@@ -41,8 +41,8 @@ from tinycats.config import TrainConfig, build_config
 from tinycats.storage import CheckpointManager, LocalStore
 from tinycats.train import PreemptionGuard
 from tinycats.train.device import autocast
-from tinycats.train.engine import build_trainer
 from tinycats.train.optimizer import build_optimizer
+from tinycats.train.run import build_trainer
 
 
 def cases(root: Path, smoke: bool) -> dict[str, TrainConfig]:

@@ -15,7 +15,7 @@ from tinycats.config import apply_overrides, build_config
 from tinycats.storage import CheckpointManager, LocalStore, VolumeStore
 from tinycats.storage.metrics_log import MetricsLog
 from tinycats.train import PreemptionGuard
-from tinycats.train.engine import build_trainer
+from tinycats.train.run import build_trainer
 
 
 def test_each_checkpoint_is_one_commit_by_the_writer_with_its_preview(tmp_path) -> None:

@@ -20,8 +20,8 @@ from tinycats.storage import LocalStore, RunRegistry
 from tinycats.train import PreemptionGuard, run_training
 from tinycats.train.async_checkpoint import snapshot
 from tinycats.train.device import autocast_dtype
-from tinycats.train.engine import build_trainer
 from tinycats.train.optimizer import build_optimizer, load_optimizer_state
+from tinycats.train.run import build_trainer
 from tinycats.train.schedule import train_image_size
 
 TINY = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinycats.cli.common import console, print_json
+from tinycats.cli.common import console, print_json, print_table
 
 
 def judge_command(
@@ -53,26 +53,28 @@ def judge_command(
     if json_:
         print_json(report.to_dict())
         return
-    from rich.table import Table
+    from rich.text import Text
 
-    table = Table(
+    rows = report.rows
+    generated = ("generated", f"{report.consistency:.1%}", f"{report.frechet:.1f}")
+    print_table(
+        ("images", "class consistency", "Fréchet (judge features)"),
+        [
+            (
+                "real test photos (the judge's own accuracy)",
+                f"{rows['real_test']['consistency']:.1%}",
+                "-",
+            ),
+            ("real train photos (floor)", *_cells(rows["real_train"])),
+            tuple(Text(cell, style="bold") for cell in generated),
+            ("mean photo, blurred + noise (ceiling)", *_cells(rows["trivial"])),
+        ],
         title=f"{report.run_id} (step {report.step}) judged by {report.judge} (step "
         f"{report.judge_step}) · {report.n} samples, {report.steps} {report.sampler} steps, "
         f"cfg {report.cfg_scale:g} · against {report.n_test} test photos at "
-        f"{report.image_size} px"
+        f"{report.image_size} px",
+        right=("class consistency", "Fréchet (judge features)"),
     )
-    for column in ("images", "class consistency", "Fréchet (judge features)"):
-        table.add_column(column, justify="left" if column == "images" else "right")
-    rows = report.rows
-    table.add_row(
-        "real test photos (the judge's own accuracy)",
-        f"{rows['real_test']['consistency']:.1%}",
-        "-",
-    )
-    table.add_row("real train photos (floor)", *_cells(rows["real_train"]))
-    table.add_row("generated", f"{report.consistency:.1%}", f"{report.frechet:.1f}", style="bold")
-    table.add_row("mean photo, blurred + noise (ceiling)", *_cells(rows["trivial"]))
-    console.print(table)
     breeds = "  ".join(f"{b} {v:.0%}" for b, v in report.per_breed.items())
     console.print(f"per breed (chance {1 / len(report.per_breed):.0%}): {breeds}", highlight=False)
     if report.inception_fid is not None:

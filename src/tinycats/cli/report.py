@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tinycats.cli.common import DEFAULT_OUT_PATH, OutOption, console
+from tinycats.cli.cloud import VolumeOption
+from tinycats.cli.common import DEFAULT_OUT_PATH, OutOption, RunIdArgument, console
 
 CompareOption = Annotated[
     list[str] | None,
@@ -20,7 +21,7 @@ OutputOption = Annotated[
 
 
 def report_command(
-    run: str = typer.Argument(..., help="Run id (see `tinycats runs ls`)."),
+    run: RunIdArgument,
     compare: CompareOption = None,
     output: OutputOption = None,
     out: OutOption = DEFAULT_OUT_PATH,
@@ -40,9 +41,7 @@ def cloud_report_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="The HTML file (default: RUN.html).")
     ] = None,
-    volume: Annotated[
-        str | None, typer.Option("--volume", help="Volume name (default: modal.outputs_volume).")
-    ] = None,
+    volume: VolumeOption = None,
 ) -> None:
     """The same report for a run on the outputs volume (its weights are not downloaded)."""
     from tinycats.cloud.remote_volume import open_remote_volume

@@ -100,18 +100,18 @@ def _show_metrics(lines: list[dict[str, Any]], json_: bool) -> None:
     if json_:
         print_json(lines)
         return
-    from rich.table import Table
-
     for kind in ("train", "eval"):
         rows = [line for line in lines if line.get("kind") == kind]
         if not rows:
             continue
         skip = {"step", "kind", "time", "steps"}
         names = METRIC_COLUMNS.get(kind) or sorted({k for r in rows for k in r} - skip)
-        table = Table("step", *names, title=f"{kind} ({len(rows)} lines)")
-        for row in rows:
-            table.add_row(str(row["step"]), *(_cell(row.get(name)) for name in names))
-        console.print(table)
+        print_table(
+            ("step", *names),
+            [(row["step"], *(_cell(row.get(name)) for name in names)) for row in rows],
+            title=f"{kind} ({len(rows)} lines)",
+            right=("step", *names),
+        )
 
 
 def _cell(value: Any) -> str:

@@ -2,11 +2,11 @@
 
 Read top to bottom: the Trainer is handed its data, its model and (when resuming)
 its last checkpoint, and `fit()` is the loop; what a step, an evaluation and a
-checkpoint do follows; `build_trainer` at the end does the I/O that prepares a
-Trainer (data, checkpoint, pretrained weights), and `run_training` is the whole run. It is plain Python (no cloud in sight): the CLI
-calls it locally, the Modal class calls the very same function in a container.
-Resume is by convention: if the run already has a committed checkpoint, training
-continues from it.
+checkpoint do follows. The I/O that prepares a Trainer (data, checkpoint, pretrained
+weights) is run.py's `build_trainer`, and `run_training` there is the whole run. It is
+plain Python (no cloud in sight): the CLI calls it locally, the Modal class calls the
+very same function in a container. Resume is by convention: if the run already has a
+committed checkpoint, training continues from it.
 
 What makes resume bitwise exact on CPU:
 - the data order and augmentations depend only on (seed, epoch, index), and the
@@ -23,27 +23,29 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from tinycats.config import TrainConfig
 from tinycats.errors import CheckpointError
-from tinycats.models import config_of_resumed_run, create_model, model_from_args
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
 from tinycats.storage.metrics_log import METRICS_FILE, MetricsLog
 from tinycats.train.async_checkpoint import AsyncCheckpointer
-from tinycats.train.batches import EpochBatches, TrainingData, load_training_data, validation_loader
+from tinycats.train.batches import EpochBatches, TrainingData, validation_loader
 from tinycats.train.device import autocast, autocast_dtype, select_device
 from tinycats.train.metrics import MetricsRecorder, total_grad_norm
 from tinycats.train.optimizer import build_optimizer, load_optimizer_state
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.progress import TrainProgress
 from tinycats.train.schedule import learning_rate
-from tinycats.train.state import capture_rng_state, restore_rng_state, seed_everything
+from tinycats.train.state import capture_rng_state, restore_rng_state
 from tinycats.train.task import make_task
+
+if TYPE_CHECKING:
+    from tinycats.train.run import RunModel
 
 TRAIN_STATE_VERSION = 1
 
@@ -53,8 +55,9 @@ log = logging.getLogger(__name__)
 class Trainer:
     """One run: its model, optimizer and data, continued from `resume` when given; then `fit()`.
 
-    The constructor does no I/O: `build_trainer` prepares the data, builds the model
-    (fresh, or from the checkpoint's `model_args`) and loads the checkpoint it is handed.
+    The constructor does no I/O: `build_trainer` (run.py) prepares the data, builds the
+    model (fresh, or from the checkpoint's `model_args`) and loads the checkpoint it is
+    handed.
     """
 
     def __init__(
@@ -336,66 +339,3 @@ class TrainResult:
     checkpoint: str | None = None
     resumed_from: int | None = None
     elapsed_seconds: float = 0.0
-
-
-@dataclass
-class RunModel:
-    """The model a run trains and the `model_args` its checkpoints record to rebuild it."""
-
-    module: nn.Module
-    args: dict[str, Any]
-
-
-def build_model(
-    config: TrainConfig, num_classes: int, resume: LoadedCheckpoint | None
-) -> tuple[RunModel, TrainConfig]:
-    """A fresh model (pretrained weights are read here), or the one a checkpoint describes,
-    with the config it runs under (a resumed run keeps the architecture it started with)."""
-    if resume is None:
-        seed_everything(config.seed)  # before the model: its init is part of the run
-        return RunModel(*create_model(config, num_classes)), config
-    args = resume.meta["model_args"]
-    return RunModel(model_from_args(config.task, args), args), config_of_resumed_run(config, args)
-
-
-def build_trainer(
-    config: TrainConfig,
-    store: Store,
-    run_id: str,
-    *,
-    guard: PreemptionGuard | None = None,
-    progress: bool | None = None,
-    device: torch.device | None = None,
-) -> Trainer:
-    """Prepare the data, load the run's last committed checkpoint (if any) and build the
-    model: a ready Trainer."""
-    data = load_training_data(config, store.root)
-    resume = CheckpointManager.from_config(store, config.task, run_id, config).load_latest()
-    model, config = build_model(config, len(data.classes), resume)
-    return Trainer(
-        config,
-        store,
-        run_id,
-        data,
-        model,
-        resume=resume,
-        guard=guard,
-        progress=progress,
-        device=device,
-    )
-
-
-def run_training(
-    config: TrainConfig,
-    store: Store,
-    run_id: str,
-    *,
-    guard: PreemptionGuard | None = None,
-    progress: bool | None = None,
-) -> TrainResult:
-    """Train `run_id` to `config.optim.max_steps`, continuing from its last committed checkpoint.
-
-    With `guard` requested (SIGTERM, Ctrl-C, cloud cancellation) the loop writes a
-    checkpoint at the next step boundary, commits it and returns status "preempted".
-    """
-    return build_trainer(config, store, run_id, guard=guard, progress=progress).fit()
