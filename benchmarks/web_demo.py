@@ -14,6 +14,7 @@ Without Chromium or the vendored onnxruntime-web it says what is missing and exi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -32,6 +33,7 @@ from tinycats.deploy.web import (
     preview_server,
 )
 from tinycats.errors import TinycatsError
+from tinycats.train.evaluation import predict_images
 from tinycats.train.inference import untrained_model
 
 
@@ -98,16 +100,20 @@ def main() -> None:
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.goto(url + "index.html")
             print(f"classify page ready in {ready(page):.2f} s")
-            times = []
+            times, tops = [], []
             for photo in photos:
                 page.set_input_files("#picker", str(photo))
                 page.wait_for_function("document.body.dataset.state !== 'busy'")
                 ready(page)
                 times.append(float(page.get_attribute("#results", "data-ms")))
+                tops.append(json.loads(page.get_attribute("#results", "data-top"))[0]["breed"])
                 print(f"  {page.inner_text('#status')}")
             print(
                 f"classify in the browser: p50 {np.median(times):.1f} ms over {len(times)} photos"
             )
+            python = [answer["top"][0]["breed"] for answer in predict_images(classifier, photos)]
+            same = sum(a == b for a, b in zip(tops, python, strict=True))
+            print(f"browser top-1 = `tinycats predict` top-1 on {same} of {len(photos)} photos")
             if args.screenshots:
                 page.screenshot(
                     path=str(Path(args.screenshots) / "web-classify.png"), full_page=True
