@@ -48,6 +48,10 @@ def ready(page, timeout_ms: int = 300_000) -> float:
     return time.perf_counter() - started
 
 
+def top_line(top: list[dict]) -> str:
+    return ", ".join(f"{t['breed']} {t['probability']:.1%}" for t in top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a trained classifier run")
@@ -100,19 +104,23 @@ def main() -> None:
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.goto(url + "index.html")
             print(f"classify page ready in {ready(page):.2f} s")
-            times, tops = [], []
+            times, browser_top = [], []
             for photo in photos:
                 page.set_input_files("#picker", str(photo))
                 page.wait_for_function("document.body.dataset.state !== 'busy'")
                 ready(page)
                 times.append(float(page.get_attribute("#results", "data-ms")))
-                tops.append(json.loads(page.get_attribute("#results", "data-top"))[0]["breed"])
+                browser_top.append(json.loads(page.get_attribute("#results", "data-top")))
                 print(f"  {page.inner_text('#status')}")
             print(
                 f"classify in the browser: p50 {np.median(times):.1f} ms over {len(times)} photos"
             )
-            python = [answer["top"][0]["breed"] for answer in predict_images(classifier, photos)]
-            same = sum(a == b for a, b in zip(tops, python, strict=True))
+            python_top = [answer["top"] for answer in predict_images(classifier, photos)]
+            same = 0
+            for photo, mine, theirs in zip(photos, browser_top, python_top, strict=True):
+                same += mine[0]["breed"] == theirs[0]["breed"]
+                if mine[0]["breed"] != theirs[0]["breed"]:
+                    print(f"  {photo.name}: browser {top_line(mine)}; predict {top_line(theirs)}")
             print(f"browser top-1 = `tinycats predict` top-1 on {same} of {len(photos)} photos")
             if args.screenshots:
                 page.screenshot(
