@@ -116,6 +116,7 @@ def train_call(
     gpu: str | None = None,
     require_gpu: Callable[[], None] | None = None,
     lease: Callable[[str], RunLease] | None = None,
+    nproc: int = 1,
 ) -> dict[str, Any]:
     """One call (slice) of run `run_id`: resume it from its last committed checkpoint, train
     until it completes or the slice ends, and say how it ended (see the module docstring).
@@ -125,9 +126,9 @@ def train_call(
     another command never changes a live run. `continue_run(config)` spawns the next
     call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
     `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
+    `nproc` > 1 trains data-parallel, one rank per GPU of the container (ranks.py).
     """
     from tinycats.config import resolve_config
-    from tinycats.train import run_training
 
     if require_gpu is not None:  # before anything is billed as GPU time
         require_gpu()
@@ -146,7 +147,7 @@ def train_call(
         print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
         slice_guard = SliceGuard(guard, deadline, clock)
         try:
-            trained = run_training(config, outputs, run_id, guard=slice_guard, progress=False)
+            trained = train_slice(config, outputs, run_id, slice_guard, nproc)
         except BaseException:
             with contextlib.suppress(Exception):  # the failure matters more than its bill
                 _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
@@ -178,6 +179,20 @@ def train_call(
             raise RuntimeError("the slice ended but this call cannot spawn its continuation")
         result["next_call_id"] = continue_run(config)
     return {**result, "status": outcome}
+
+
+def train_slice(config: Any, outputs: Store, run_id: str, guard: Any, nproc: int) -> Any:
+    """The engine in this process, or `nproc` ranks launched from it (ranks.py): the same
+    result either way (rank 0's)."""
+    from tinycats.train import run_training
+
+    if nproc <= 1:
+        return run_training(config, outputs, run_id, guard=guard, progress=False)
+    from tinycats.cloud.ranks import CommitRelay
+    from tinycats.train.launch import RankJob, launch_training
+
+    with CommitRelay(outputs) as relayed:
+        return launch_training(nproc, RankJob(config, relayed, run_id, False), guard)
 
 
 @contextlib.contextmanager
