@@ -116,12 +116,24 @@ def main() -> None:
                 f"classify in the browser: p50 {np.median(times):.1f} ms over {len(times)} photos"
             )
             python_top = [answer["top"] for answer in predict_images(classifier, photos)]
-            same = 0
+            same, moved = 0, 0.0
             for photo, mine, theirs in zip(photos, browser_top, python_top, strict=True):
                 same += mine[0]["breed"] == theirs[0]["breed"]
                 if mine[0]["breed"] != theirs[0]["breed"]:
                     print(f"  {photo.name}: browser {top_line(mine)}; predict {top_line(theirs)}")
-            print(f"browser top-1 = `tinycats predict` top-1 on {same} of {len(photos)} photos")
+                python_p = {t["breed"]: t["probability"] for t in theirs}
+                moved = max(
+                    [moved]
+                    + [
+                        abs(t["probability"] - python_p[t["breed"]])
+                        for t in mine
+                        if t["breed"] in python_p
+                    ]
+                )
+            print(
+                f"browser top-1 = `tinycats predict` top-1 on {same} of {len(photos)} photos; "
+                f"top-3 probabilities within {100 * moved:.2f} points"
+            )
             if args.screenshots:
                 page.screenshot(
                     path=str(Path(args.screenshots) / "web-classify.png"), full_page=True

@@ -141,9 +141,18 @@ def test_the_client_refuses_an_unknown_breed_or_run_before_launch(monkeypatch) -
 def test_the_estimate_before_launch_names_the_slice_price() -> None:
     line = client.estimate_line(build_config("classifier", overrides=["modal.gpu='H100:2'"]))
     assert line.startswith("at most $") and "per 60-minute slice on H100:2" in line
-    assert line.endswith(
-        "(training uses one GPU of each container until data-parallel training lands)"
-    )
+    assert line.endswith("(every GPU of the container trains: one data-parallel rank each)")
+    single = client.estimate_line(build_config("classifier", overrides=["modal.gpu='H100'"]))
+    assert "rank" not in single
+
+
+def test_a_global_batch_the_gpus_cannot_share_is_refused_before_launch(monkeypatch) -> None:
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: None)
+    odd = build_config("classifier", overrides=["modal.gpu='H100:4'", "optim.batch_size=30"])
+    with pytest.raises(ConfigError, match=r"batch_size=30 does not split over the 4 GPUs"):
+        client.check_run(odd, "r", "classifier")
+    even = build_config("classifier", overrides=["modal.gpu='H100:4'", "optim.batch_size=32"])
+    assert client.check_run(even, "r", "classifier") is None
 
 
 def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch, cli) -> None:

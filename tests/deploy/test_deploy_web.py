@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from tinycats.models.flow import sample_from_noise
 from tinycats.train.evaluation import predict_images
 
 pytest.importorskip("onnxruntime")
+SITE = Path(__file__).resolve().parents[2] / "src" / "tinycats" / "deploy" / "site"
 PAGE_TIMEOUT_MS = 120_000
 
 
@@ -60,9 +64,9 @@ def test_classify_page_gives_predicts_top_breeds(site, page, classifier, photos)
         assert wait_state(page, "done") == "done", page.inner_text("#status")
         top = json.loads(page.get_attribute("#results", "data-top"))
         assert [t["breed"] for t in top] == [t["breed"] for t in expected["top"]]
-        # the browser's resampling is not PIL's, so the probabilities differ a little
+        # the same pixels (resample.mjs) through two runtimes; predict rounds to 4 decimals
         for mine, theirs in zip(top, expected["top"], strict=True):
-            assert mine["probability"] == pytest.approx(theirs["probability"], abs=0.03)
+            assert mine["probability"] == pytest.approx(theirs["probability"], abs=2e-4)
     page.set_input_files(
         "#picker", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}
     )
@@ -109,3 +113,64 @@ def test_export_without_vendored_onnxruntime_web_says_how_to_build_it(
     with pytest.raises(TinycatsError, match=r"npm ci && npm run vendor"):
         export_web(classifier, None, tmp_path / "site")
     assert not (tmp_path / "site").exists()
+
+
+PIXELS_JS = """
+import('{module}').then((m) => {{
+  const raw = require('node:fs').readFileSync('{path}');
+  const rgba = new Uint8ClampedArray(raw.buffer, raw.byteOffset, raw.length);
+  const out = m.predictPixels(rgba, {width}, {height}, {stored}, {crop}, {size});
+  console.log(JSON.stringify(Array.from(out)));
+}});
+"""
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "stored", "crop", "size"),
+    [
+        (97, 61, 40, 0.75, 24),  # landscape, both resizes shrink
+        (50, 83, 40, 1.0, 40),  # portrait: Pillow 13 resizes vertically first; no torch resize
+        (64, 82, 46, 0.875, 40),  # portrait, but Pillow resizes horizontally first
+        (37, 29, 48, 0.875, 32),  # PIL enlarges, torch shrinks
+        (64, 64, 32, 0.7, 32),  # a square already at size: torch enlarges the crop
+    ],
+)
+def test_the_pages_pixels_are_predicts_to_the_pixel(
+    tmp_path, width, height, stored, crop, size
+) -> None:
+    """site/resample.mjs against decode_image + central_box + resize_crop on a PNG (for a
+    JPEG, PIL's draft decoding at a reduced scale is the one step a page cannot repeat)."""
+    import io
+
+    from PIL import Image
+
+    from tinycats.data.dataset import central_box, resize_crop
+    from tinycats.data.images import decode_image
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node to run site/resample.mjs")
+    rng = np.random.default_rng(width * height)
+    smooth = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.2, 1, height)[:, None, None]
+    rgb = np.clip(smooth + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG")
+    png.seek(0)
+    square = decode_image(png, stored)
+    expected = resize_crop(square, central_box(stored, stored, crop), size).permute(1, 2, 0)
+
+    raw = tmp_path / "rgba.bin"
+    raw.write_bytes(np.concatenate([rgb, np.full((height, width, 1), 255, np.uint8)], 2).tobytes())
+    script = PIXELS_JS.format(
+        module=SITE / "resample.mjs",
+        path=raw,
+        width=width,
+        height=height,
+        stored=stored,
+        crop=crop,
+        size=size,
+    )
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
+    got = np.asarray(json.loads(out), dtype=np.int16).reshape(size, size, 4)[..., :3]
+    assert np.array_equal(got, expected.numpy().astype(np.int16))
+    assert expected.float().std() > 10  # a textured image: the filters' taps matter

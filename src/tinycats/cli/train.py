@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,9 +18,16 @@ from tinycats.cli.common import (
     SetOption,
     TaskArgument,
     console,
+    err_console,
     print_json,
 )
 from tinycats.config import TASKS
+
+if TYPE_CHECKING:
+    from tinycats.config import TrainConfig
+    from tinycats.storage import Store
+    from tinycats.train import TrainResult
+    from tinycats.train.distributed import Distributed
 
 RunIdOption = Annotated[
     str | None, typer.Option("--run-id", help="Name the run (resumed if it exists).")
@@ -34,6 +41,15 @@ ResumeOption = Annotated[
     ),
 ]
 CkptEveryOption = Annotated[int | None, typer.Option("--ckpt-every", help="checkpoint.every_steps")]
+NprocOption = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Data-parallel processes on this machine (DDP: one per GPU, gloo on CPUs); "
+        "optim.batch_size is the global batch and must divide by it.",
+    ),
+]
 ProgressOption = Annotated[
     bool | None,
     typer.Option("--progress/--no-progress", help="Progress bar (default: when on a terminal)."),
@@ -60,11 +76,14 @@ def train_command(
     ckpt_every: CkptEveryOption = None,
     preset: PresetOption = None,
     progress: ProgressOption = None,
+    nproc: NprocOption = 1,
     json_: JsonOption = False,
 ) -> None:
     from tinycats.config import build_config
+    from tinycats.errors import TinycatsError
     from tinycats.storage import LocalStore
-    from tinycats.train import PreemptionGuard, claim_run, run_training
+    from tinycats.train import RunPlan, plan_run
+    from tinycats.train.distributed import distributed_from_env
 
     flags = {
         "data.source": data,
@@ -73,15 +92,24 @@ def train_command(
         **_preset_flags(task, preset, set_ or []),
     }
     build_config(task, config, set_, flags=flags)  # fail on a bad value before touching the store
-    # The run's lock is held until training ends: a second `train` of it is refused.
-    with claim_run(LocalStore(out), task, run_id, resume) as (plan, store):
-        cfg = build_config(task, config, set_, plan.saved_config, flags=flags)
-        if not json_:
-            console.print(f"[bold]{plan.run_id}[/]: {plan.reason} → {store.root}", highlight=False)
-        with PreemptionGuard() as guard:
-            result = run_training(
-                cfg, store, plan.run_id, resume=plan.resume, guard=guard, progress=progress
-            )
+    store = LocalStore(out)
+    # Under torchrun every rank runs this command: rank 0 plans, the others follow it.
+    with distributed_from_env() as dist:
+        try:
+            plan = dist.on_main(lambda: plan_run(store, task, run_id, resume))
+            plan = RunPlan(**dist.broadcast_json(asdict(plan) if plan else None))
+            cfg = build_config(task, config, set_, plan.saved_config, flags=flags)
+            if not json_ and dist.is_main:
+                console.print(
+                    f"[bold]{plan.run_id}[/]: {plan.reason} → {store.root}", highlight=False
+                )
+            result = _run(cfg, store, plan.run_id, progress, nproc, dist)
+        except TinycatsError:
+            if dist.is_main:
+                raise
+            raise typer.Exit(2) from None  # rank 0 says it, once
+    if not dist.is_main:
+        return
     if json_:
         print_json(asdict(result))
         return
@@ -93,6 +121,33 @@ def train_command(
     )
     if result.status == "preempted":
         console.print(f"resume with: tinycats train {task} --run-id {result.run_id}")
+
+
+def _run(
+    cfg: TrainConfig,
+    store: Store,
+    run_id: str,
+    progress: bool | None,
+    nproc: int,
+    dist: Distributed,
+) -> TrainResult:
+    """Train in this process (alone, or as one rank under torchrun) or launch `nproc` ranks."""
+    from tinycats.errors import ConfigError
+    from tinycats.train import PreemptionGuard, run_training
+    from tinycats.train.launch import RankFailed, RankJob, launch_training
+
+    with PreemptionGuard() as guard:
+        if nproc == 1:
+            return run_training(cfg, store, run_id, guard=guard, progress=progress, dist=dist)
+        if dist.enabled:
+            raise ConfigError(
+                "--nproc launches the ranks itself; do not also run it under torchrun"
+            )
+        try:
+            return launch_training(nproc, RankJob(cfg, store, run_id, progress), guard)
+        except RankFailed as err:
+            err_console.print(str(err), highlight=False)
+            raise typer.Exit(1) from None
 
 
 train_command.__doc__ = (

@@ -82,7 +82,15 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
 
 def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | None:
     """The run's record from the outputs volume (None for a new run); refuses a run of
-    another task here, before a GPU is started for it."""
+    another task, or a global batch the GPUs of one container cannot share, here, before
+    a GPU is started for it."""
+    for request in parse_gpu_spec(config.modal.gpu):
+        if config.optim.batch_size % request.count:
+            raise ConfigError(
+                f"optim.batch_size={config.optim.batch_size} does not split over the "
+                f"{request.count} GPUs of {request} (one data-parallel rank each); choose a "
+                f"multiple of {request.count}"
+            )
     record = calls.read_remote_json(config.modal.outputs_volume, f"runs/{run_id}.json")
     if record is not None and record.get("task") != task:
         raise ConfigError(
@@ -94,8 +102,7 @@ def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | N
 
 def check_not_live(config: TrainConfig, run_id: str, kv: Any = None) -> None:
     """Refuse to launch a run that a live call is training (its lease), before any GPU."""
-    from tinycats.cloud.lease import RunLease
-    from tinycats.storage.run_lock import RunBusy
+    from tinycats.cloud.lease import RunBusy, RunLease
 
     if kv is None:
         import modal
@@ -121,13 +128,13 @@ def estimate_line(config: TrainConfig) -> str:
     )
     if cost.total_usd is None:
         return f"no price known for {cost.gpu}; see https://modal.com/pricing"
-    idle = ""
+    ranks = ""
     if any(request.count > 1 for request in parse_gpu_spec(modal_cfg.gpu)):
-        idle = " (training uses one GPU of each container until data-parallel training lands)"
+        ranks = " (every GPU of the container trains: one data-parallel rank each)"
     return (
         f"at most ${cost.total_usd:.2f} per {modal_cfg.timeout_minutes}-minute slice on "
         f"{cost.gpu} (list prices of {pricing.PRICES_AS_OF}); the run record gets the "
-        f"measured GPU-seconds and cost{idle}"
+        f"measured GPU-seconds and cost{ranks}"
     )
 
 

@@ -184,6 +184,7 @@ def cuda_warmup() -> dict[str, Any]:
         "cuda": True,
         "gpu": name,
         "gpu_type": None if kind is None else f"{kind}:{count}" if count > 1 else kind,
+        "gpus": count,  # one training rank each (cloud/ranks.py)
         "pid": os.getpid(),
     }
 

@@ -175,6 +175,7 @@ class TrainerBody:
                 gpu=self.cuda.get("gpu_type"),
                 require_gpu=jobs.require_cuda,
                 lease=lambda run: RunLease(leases, run, call_id),
+                nproc=self.cuda.get("gpus", 1),  # H100:4: four ranks, NCCL (cloud/ranks.py)
             )
         if result.get("status") == "cancelled":  # the runtime records a TERMINATED input
             raise modal.exception.InputCancellation(

@@ -41,12 +41,11 @@ from typing import Any
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
 from tinycats.cloud.jobs import require_prepared, returns_user_errors
-from tinycats.cloud.lease import RunLease
+from tinycats.cloud.lease import FencedStore, RunLease
 from tinycats.cloud.resources import MINUTES, attempt_budget_seconds, with_data_dir
 from tinycats.errors import ConfigError, TinycatsError
 from tinycats.storage import RunRegistry, Store, write_json_atomic
 from tinycats.storage.atomic import read_json
-from tinycats.storage.run_lock import FencedStore
 
 TIME_BUDGET_REASON = "slice time budget"
 CANCEL_REASON = "SIGUSR1"
@@ -117,6 +116,7 @@ def train_call(
     gpu: str | None = None,
     require_gpu: Callable[[], None] | None = None,
     lease: Callable[[str], RunLease] | None = None,
+    nproc: int = 1,
 ) -> dict[str, Any]:
     """One call (slice) of run `run_id`: resume it from its last committed checkpoint, train
     until it completes or the slice ends, and say how it ended (see the module docstring).
@@ -126,12 +126,9 @@ def train_call(
     another command never changes a live run. `continue_run(config)` spawns the next
     call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
     `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
+    `nproc` > 1 trains data-parallel, one rank per GPU of the container (ranks.py).
     """
     from tinycats.config import resolve_config
-    from tinycats.storage import CheckpointManager
-    from tinycats.train import run_training
-    from tinycats.train.preemption import stop_budget_seconds
-    from tinycats.train.resume import checkpoint_config
 
     if require_gpu is not None:  # before anything is billed as GPU time
         require_gpu()
@@ -141,10 +138,7 @@ def train_call(
     outputs.reload()
     with holding(lease, run_id, outputs) as outputs:
         record = saved_run(outputs, task, run_id)
-        resume = CheckpointManager(outputs, task, run_id).load_latest()
-        # The checkpoint's own config is the truth for resuming it; the record's serves a
-        # run that stopped before its first checkpoint.
-        saved = checkpoint_config(resume) if resume else (record or {}).get("config")
+        saved = record.get("config") if record else None
         config = resolve_config(task, config_layer, saved)
         config = with_data_dir(config, data.root)
         require_prepared(data, config)
@@ -153,9 +147,7 @@ def train_call(
         print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
         slice_guard = SliceGuard(guard, deadline, clock)
         try:
-            trained = run_training(
-                config, outputs, run_id, resume=resume, guard=slice_guard, progress=False
-            )
+            trained = train_slice(config, outputs, run_id, slice_guard, nproc)
         except BaseException:
             with contextlib.suppress(Exception):  # the failure matters more than its bill
                 _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
@@ -189,6 +181,20 @@ def train_call(
     return {**result, "status": outcome}
 
 
+def train_slice(config: Any, outputs: Store, run_id: str, guard: Any, nproc: int) -> Any:
+    """The engine in this process, or `nproc` ranks launched from it (ranks.py): the same
+    result either way (rank 0's)."""
+    from tinycats.train import run_training
+
+    if nproc <= 1:
+        return run_training(config, outputs, run_id, guard=guard, progress=False)
+    from tinycats.cloud.ranks import CommitRelay
+    from tinycats.train.launch import RankJob, launch_training
+
+    with CommitRelay(outputs) as relayed:
+        return launch_training(nproc, RankJob(config, relayed, run_id, False), guard)
+
+
 @contextlib.contextmanager
 def holding(
     lease: Callable[[str], RunLease] | None, run_id: str, outputs: Store
@@ -205,6 +211,15 @@ def holding(
         yield FencedStore(outputs, held)
     finally:
         held.release()
+
+
+STOP_MARGIN_S = 5.0
+"""Of Modal's grace period, what the stop leaves for the rest: the exit commit, the exit."""
+
+
+def stop_budget_seconds(config: Any) -> float:
+    """What a stop (one checkpoint and its commit) may take: the grace, less a margin."""
+    return max(1.0, config.modal.preemption_grace_s - STOP_MARGIN_S)
 
 
 def record_call(outputs: Store, run_id: str, task: str, call_id: str | None) -> None:

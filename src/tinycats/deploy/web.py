@@ -1,6 +1,6 @@
 """`tinycats export web`: a static site that runs the models in the browser.
 
-    index.html, classify.mjs, preprocess.mjs   classify a photo (top-3 breeds)
+    index.html, classify.mjs, preprocess.mjs, resample.mjs   classify a photo (top-3 breeds)
     generate.html, generate.mjs, dit-worker.mjs, flow.mjs, noise.mjs   draw cats (with --dit)
     common.mjs, style.css                      shared by both pages
     models/classifier.onnx, models/dit.onnx    the exported networks
@@ -32,7 +32,7 @@ from tinycats.train.inference import TrainedModel
 
 SITE_DIR = Path(__file__).resolve().parent / "site"
 SHARED_FILES = ("common.mjs", "style.css")
-CLASSIFY_FILES = ("index.html", "classify.mjs", "preprocess.mjs")
+CLASSIFY_FILES = ("index.html", "classify.mjs", "preprocess.mjs", "resample.mjs")
 GENERATE_FILES = ("generate.html", "generate.mjs", "dit-worker.mjs", "flow.mjs", "noise.mjs")
 VENDOR_ENV = "TINYCATS_ORT_WEB"
 REPO_VENDOR = Path(__file__).resolve().parents[3] / "web" / "vendor"

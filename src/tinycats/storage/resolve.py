@@ -13,7 +13,7 @@ from pathlib import Path
 from tinycats.errors import CheckpointError
 from tinycats.storage.layout import CHECKPOINTS_DIR, find_run_dir, parse_step, read_pointer
 from tinycats.storage.listing import list_checkpoints
-from tinycats.storage.manifest import META_FILE, CheckpointInfo, read_meta, verify_checkpoint
+from tinycats.storage.manifest import META_FILE, CheckpointInfo, iter_checked_files, read_meta
 from tinycats.storage.retention import CheckpointRecord, best_steps
 from tinycats.storage.store import Store
 
@@ -24,8 +24,7 @@ def resolve_checkpoint(store: Store, ref: str, which: str = "latest") -> Path:
     """A verified step folder from a run id, a run folder or a step folder.
 
     `which` ("latest" or "best") applies to runs; a step folder is taken as given.
-    A candidate counts when it verifies as a resume would load it (manifest, hashes and
-    safe decoding), so every reader passes over the same damaged checkpoints.
+    Hashes are checked here; decoding happens when the caller loads it.
     """
     if which not in ("latest", "best"):
         raise CheckpointError(f"which={which!r}; choose latest or best")
@@ -50,7 +49,11 @@ def resolve_checkpoint(store: Store, ref: str, which: str = "latest") -> Path:
             candidates = [i.path for i in newest]
     problems: list[str] = []
     for candidate in candidates:
-        found = verify_checkpoint(candidate)  # the rule resume and retention apply too
+        try:
+            doc = read_meta(candidate)
+            found = [p for _, _, p in iter_checked_files(candidate, doc) if p is not None]
+        except CheckpointError as err:
+            found = [str(err)]
         if not found:
             return candidate
         log.warning("skipping checkpoint %s: %s", candidate, found[0])

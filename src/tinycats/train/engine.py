@@ -15,6 +15,10 @@ What makes resume bitwise exact on CPU:
 - model, EMA (and its update count), optimizer, grad scaler and every RNG are saved;
 - evaluation and previews use private generators, so an extra checkpoint (e.g. at
   preemption) does not perturb the training trajectory.
+
+Data-parallel (distributed.py): every rank runs this loop on its share of each batch,
+DDP averages the gradients, and rank 0 alone writes checkpoints, run records and
+commits; a stop is agreed on by all ranks at the same step.
 """
 
 from __future__ import annotations
@@ -26,17 +30,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from tinycats.config import TrainConfig
 from tinycats.errors import CheckpointError
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
-from tinycats.storage.layout import step_dir_name
 from tinycats.storage.metrics_log import METRICS_FILE, MetricsLog
 from tinycats.train.async_checkpoint import AsyncCheckpointer
 from tinycats.train.batches import EpochBatches, TrainingData, validation_loader
-from tinycats.train.device import autocast, autocast_dtype, select_device
+from tinycats.train.device import autocast, autocast_dtype
+from tinycats.train.distributed import Distributed
 from tinycats.train.metrics import MetricsRecorder, total_grad_norm
 from tinycats.train.optimizer import build_optimizer, load_optimizer_state
 from tinycats.train.preemption import PreemptionGuard
@@ -49,6 +54,8 @@ if TYPE_CHECKING:
     from tinycats.train.run import RunModel
 
 TRAIN_STATE_VERSION = 1
+PEER_STOP = "a stop requested on another rank"
+"""A run's `preempted_by` when rank 0 stopped because another rank asked (agreed on)."""
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +80,25 @@ class Trainer:
         guard: PreemptionGuard | None = None,
         progress: bool | None = None,
         device: torch.device | None = None,
+        dist: Distributed | None = None,
     ):
         self.config, self.store, self.run_id = config, store, run_id
         self.guard = guard or PreemptionGuard(signals=())
         self.progress_enabled = progress
-        self.device = device or select_device()
+        self.dist = dist or Distributed()
+        self.device = device or self.dist.device()
         self.task = make_task(config)
         self.registry = RunRegistry(store)
         self.checkpoints = CheckpointManager.from_config(store, config.task, run_id, config)
         self.writer = AsyncCheckpointer(enabled=config.checkpoint.async_save)
 
         self.train_set, self.val_set, self.classes = data.train_set, data.val_set, data.classes
-        self.batches = EpochBatches(self.train_set, config, self.device)
-        self.val_loader = validation_loader(self.val_set, config)
+        self.batches = EpochBatches(self.train_set, config, self.device, self.dist)
+        self.val_shard = self.dist.shard(len(self.val_set))
+        self.val_loader = validation_loader(self.val_set, config, self.val_shard)
 
         self.model, self.model_args = model.module.to(self.device), model.args
+        self.net = self.dist.wrap(self.model, self.device)  # what the loss runs (DDP or the model)
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
         self.optimizer = build_optimizer(self.model, config)
         self.amp_dtype = autocast_dtype(config.optim.amp, self.device)
@@ -118,8 +129,9 @@ class Trainer:
         config, optim = self.config, self.config.optim
         every = config.checkpoint.every_steps
         eval_every = optim.eval_every or every
-        self.registry.start(self.run_id, config.task, config.to_dict())
-        self.metrics.resume(self.step)  # lines past the resumed checkpoint are redone
+        if self.dist.is_main:
+            self.registry.start(self.run_id, config.task, config.to_dict())
+            self.metrics.resume(self.step)  # lines past the resumed checkpoint are redone
         self.model.train()
         started = time.perf_counter()
         metrics: dict[str, float] = {}
@@ -129,7 +141,8 @@ class Trainer:
             optim.max_steps,
             self.step,
             optim.batch_size * optim.grad_accum,
-            enabled=self.progress_enabled,
+            enabled=self.progress_enabled if self.dist.is_main else False,
+            console=None if self.dist.is_main else Console(stderr=True, quiet=True),
         )
         try:
             with reporter:
@@ -146,7 +159,8 @@ class Trainer:
                         self.train_set.image_size if config.data.progressive_min_size else None,
                     )
                     last = self.step >= optim.max_steps
-                    stopping = self.guard.requested and not last
+                    # Every rank must stop at the same step: agree (a collective).
+                    stopping = self.dist.any(self.guard.requested) and not last
                     if (self.step % eval_every == 0 or last) and not stopping:
                         with self.metrics.timed("eval_ms"):
                             evaluated = self.evaluate()
@@ -172,15 +186,20 @@ class Trainer:
         lr = learning_rate(self.step, optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.dist.seed_step(self.config.seed, self.step)
         total = torch.zeros((), device=self.device)
-        for _ in range(optim.grad_accum):
+        for micro in range(optim.grad_accum):
             with self.metrics.timed("data_ms"):
                 images, labels = self.batches.next()
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
-            with autocast(self.device, self.amp_dtype):
-                loss, extras = self.task.loss(self.model, images, labels)
-            self.scaler.scale(loss / optim.grad_accum).backward()
+            # DDP all-reduces on the last micro-batch's backward only.
+            last = micro == optim.grad_accum - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.net.no_sync()
+            with sync:
+                with autocast(self.device, self.amp_dtype):
+                    loss, extras = self.task.loss(self.net, images, labels)
+                self.scaler.scale(loss / optim.grad_accum).backward()
             total += loss.detach() / optim.grad_accum
         self.grad_norm = None
         if optim.clip_grad > 0:
@@ -194,10 +213,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        return total, extras
+        return self.dist.mean(total, extras)  # over every rank's samples
 
     def evaluate(self) -> dict[str, float]:
-        return self.task.evaluate(self.eval_model(), self.val_loader, self.device)
+        """Validation metrics; each rank evaluates its shard, combined by shard size."""
+        self.dist.sync_buffers(self.eval_model())
+        metrics = self.task.evaluate(self.eval_model(), self.val_loader, self.device)
+        return self.dist.weighted_mean(metrics, len(self.val_shard))
 
     def eval_model(self) -> nn.Module:
         """The weights used for evaluation and previews: the EMA copy when enabled."""
@@ -210,7 +232,12 @@ class Trainer:
         grid, and only the writer commits while a save is in flight: on a Modal volume a
         commit reloads, and a reload is refused while the writer holds files open. The
         preview is drawn first, on this thread, so the writer's commit includes it.
+        Rank 0 alone writes: every rank holds the same weights (and the others' metrics
+        lines are rank 0's too, reduced).
         """
+        if not self.dist.is_main:
+            self.metrics.discard()
+            return
         weights, train_state = self._state_snapshot()  # waits for the save in flight
         step, meta = self.step, self._meta()
         lines = self.metrics.flush()  # the save's commit publishes them
@@ -245,15 +272,16 @@ class Trainer:
         self.metrics.close()
         latest = self.checkpoints.latest()
         best = self.checkpoints.best()
-        self.registry.finish(
-            self.run_id,
-            status,
-            step=latest.step if latest else 0,
-            metrics=metrics,
-            preempted_by=self.guard.reason if status == "preempted" else None,
-            best_checkpoint=str(best.path) if best else None,
-        )
-        self.store.commit()  # the final record too: another container may read it next
+        if self.dist.is_main:
+            self.registry.finish(
+                self.run_id,
+                status,
+                step=self.step,
+                metrics=metrics,
+                preempted_by=(self.guard.reason or PEER_STOP) if status == "preempted" else None,
+                best_checkpoint=str(best.path) if best else None,
+            )
+            self.store.commit()  # the final record too: another container may read it next
         return TrainResult(
             run_id=self.run_id,
             task=self.config.task,
@@ -267,27 +295,17 @@ class Trainer:
         )
 
     def _record_failure(self, err: BaseException) -> None:
-        """Whatever was committed stays; the record says how the run ended and what was
-        committed (`step` is the newest published checkpoint's, not the step the loop had
-        reached: after a failed save those differ). A second Ctrl-C is an interruption
-        the user can resume from, not a failure."""
+        """Whatever was committed stays; the record says how the run ended. A second
+        Ctrl-C is an interruption the user can resume from, not a failure."""
         status = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
         with contextlib.suppress(Exception):
             self.writer.close()
+        if not self.dist.is_main:
+            return
         with contextlib.suppress(Exception):
             self.metrics.close()
         with contextlib.suppress(Exception):
-            committed = self.checkpoints.latest_step()
-            self.registry.finish(
-                self.run_id,
-                status,
-                step=committed or 0,
-                stopped_at_step=self.step,
-                latest_checkpoint=str(self.checkpoints.run_dir / step_dir_name(committed))
-                if committed is not None
-                else None,
-                error=repr(err)[:500],
-            )
+            self.registry.finish(self.run_id, status, step=self.step, error=repr(err)[:500])
             self.store.commit()
 
     # ---- checkpoint state -------------------------------------------------------------

@@ -33,6 +33,11 @@ class Sink(Protocol):
         """Lines about to be covered by a checkpoint (written before its commit)."""
         ...
 
+    def discard(self) -> None:
+        """Drop the pending lines: a data-parallel rank other than 0, whose lines rank 0
+        writes (the loss is reduced over the ranks before it is recorded)."""
+        self.pending = []
+
     def published(self, lines: Sequence[dict[str, Any]]) -> None:
         """Lines whose checkpoint is committed (called from the checkpoint writer thread)."""
         ...
@@ -129,6 +134,11 @@ class MetricsRecorder:
         for sink in self.sinks:
             sink.write(lines)
         return lines
+
+    def discard(self) -> None:
+        """Drop the pending lines: a data-parallel rank other than 0, whose lines rank 0
+        writes (the loss is reduced over the ranks before it is recorded)."""
+        self.pending = []
 
     def published(self, lines: Sequence[dict[str, Any]]) -> None:
         for sink in self.sinks:

@@ -18,6 +18,7 @@ from tinycats.config import TrainConfig
 from tinycats.models import config_of_resumed_run, create_model, model_from_args
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, Store
 from tinycats.train.batches import load_training_data
+from tinycats.train.distributed import Distributed
 from tinycats.train.engine import Trainer, TrainResult
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.state import seed_everything
@@ -48,17 +49,20 @@ def build_trainer(
     store: Store,
     run_id: str,
     *,
-    resume: LoadedCheckpoint | None = None,
     guard: PreemptionGuard | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
+    dist: Distributed | None = None,
 ) -> Trainer:
-    """Prepare the data, the checkpoint to continue from (`resume` when the caller loaded
-    it, as train.resume does under the run's lock; else the run's newest checkpoint that
-    verifies, if any) and the model: a ready Trainer."""
-    data = load_training_data(config, store.root)
-    if resume is None:
-        resume = CheckpointManager.from_config(store, config.task, run_id, config).load_latest()
+    """Prepare the data, load the run's last committed checkpoint (if any) and build the
+    model: a ready Trainer.
+
+    Under data parallelism rank 0 prepares the data before the others open it, and picks
+    the checkpoint every rank then loads, so all restore the same one.
+    """
+    dist = dist or Distributed()
+    data = dist.main_first(lambda: load_training_data(config, store.root))
+    resume = dist.same_checkpoint(CheckpointManager.from_config(store, config.task, run_id, config))
     model, config = build_model(config, len(data.classes), resume)
     return Trainer(
         config,
@@ -70,6 +74,7 @@ def build_trainer(
         guard=guard,
         progress=progress,
         device=device,
+        dist=dist,
     )
 
 
@@ -78,14 +83,14 @@ def run_training(
     store: Store,
     run_id: str,
     *,
-    resume: LoadedCheckpoint | None = None,
     guard: PreemptionGuard | None = None,
     progress: bool | None = None,
+    dist: Distributed | None = None,
 ) -> TrainResult:
-    """Train `run_id` to `config.optim.max_steps`, continuing from `resume` or else from its
-    newest checkpoint that verifies.
+    """Train `run_id` to `config.optim.max_steps`, continuing from its last committed checkpoint.
 
     With `guard` requested (SIGTERM, Ctrl-C, cloud cancellation) the loop writes a
     checkpoint at the next step boundary, commits it and returns status "preempted".
+    `dist` is this process's place in a data-parallel job (distributed.py); None: alone.
     """
-    return build_trainer(config, store, run_id, resume=resume, guard=guard, progress=progress).fit()
+    return build_trainer(config, store, run_id, guard=guard, progress=progress, dist=dist).fit()

@@ -39,15 +39,6 @@ export async function createSession(url, { preferWebGpu }) {
   return { session, backend: 'wasm' };
 }
 
-// Python's round(): halves go to the even neighbour (the crop box must match predict's).
-export function pyRound(x) {
-  const floor = Math.floor(x);
-  const diff = x - floor;
-  if (diff > 0.5) return floor + 1;
-  if (diff < 0.5) return floor;
-  return floor % 2 === 0 ? floor : floor + 1;
-}
-
 export function softmax(logits) {
   const max = Math.max(...logits);
   const exps = logits.map((v) => Math.exp(v - max));

@@ -1,39 +1,42 @@
-// A photo → the classifier's input, exactly the steps of `tinycats predict`
-// (tinycats.data.images.decode_image, then the evaluation's central crop):
-//   1. the central square of the photo, resized to stored_size (PIL ImageOps.fit);
-//   2. its central `crop` fraction (tinycats.data.dataset.central_box), resized to image_size;
-//   3. RGB / 255, minus the ImageNet mean, over its std, as NCHW float32.
-import { pyRound } from './common.mjs';
+// A photo → the classifier's input, exactly the steps of `tinycats predict`: its pixels
+// (resample.mjs: the central square at stored_size, its central crop at image_size, with
+// Python's own filters, to the pixel), then RGB / 255, minus the ImageNet mean, over its
+// std, as NCHW float32. What still differs:
+// a JPEG much larger than stored_size, which PIL decodes at 1/2, 1/4 or 1/8 scale
+// (libjpeg's scaled IDCT, `draft`) and the browser decodes at full size.
+import { predictPixels } from './resample.mjs';
 
-function canvas(size) {
-  const c = new OffscreenCanvas(size, size);
-  const ctx = c.getContext('2d', { willReadFrequently: true });
-  ctx.imageSmoothingEnabled = true;
-  ctx.imageSmoothingQuality = 'high';
-  return [c, ctx];
+// The decoded pixels, as they are in the file: no EXIF rotation and no colour profile
+// (PIL applies neither), transparency composited onto white (tinycats.data.images.to_rgb).
+async function decode(blob) {
+  const bitmap = await createImageBitmap(blob, {
+    imageOrientation: 'none',
+    colorSpaceConversion: 'none',
+    premultiplyAlpha: 'none',
+  });
+  const { width, height } = bitmap;
+  const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height).data;
+  for (let i = 0; i < rgba.length; i += 4) {
+    const alpha = rgba[i + 3];
+    if (alpha === 255) continue;
+    for (let c = 0; c < 3; c++) rgba[i + c] = (rgba[i + c] * alpha + 255 * (255 - alpha)) / 255;
+    rgba[i + 3] = 255;
+  }
+  return { rgba, width, height };
 }
 
 export async function prepareImage(blob, pre) {
-  // EXIF orientation is ignored, as PIL's decode in predict ignores it.
-  const bitmap = await createImageBitmap(blob, { imageOrientation: 'none' });
-  const { width, height } = bitmap;
-  const side = Math.min(width, height);
-  const [stored, storedCtx] = canvas(pre.stored_size);
-  storedCtx.drawImage(
-    bitmap, (width - side) / 2, (height - side) / 2, side, side, 0, 0, pre.stored_size, pre.stored_size,
-  );
-  bitmap.close();
-  const cropSide = Math.max(1, pyRound(pre.stored_size * pre.crop));
-  const offset = Math.floor((pre.stored_size - cropSide) / 2);
+  const { rgba, width, height } = await decode(blob);
   const size = pre.image_size;
-  const [, ctx] = canvas(size);
-  ctx.drawImage(stored, offset, offset, cropSide, cropSide, 0, 0, size, size);
-  const rgba = ctx.getImageData(0, 0, size, size).data;
+  const pixels = predictPixels(rgba, width, height, pre.stored_size, pre.crop, size);
   const plane = size * size;
   const input = new Float32Array(3 * plane);
   for (let i = 0; i < plane; i++) {
     for (let c = 0; c < 3; c++) {
-      input[c * plane + i] = (rgba[4 * i + c] / 255 - pre.mean[c]) / pre.std[c];
+      input[c * plane + i] = (pixels[4 * i + c] / 255 - pre.mean[c]) / pre.std[c];
     }
   }
   return input;
