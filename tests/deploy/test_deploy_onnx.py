@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from node_js import SITE, run_node
 
 from tinycats.deploy.noise import portable_normal
 from tinycats.deploy.onnx_export import export_dit_network_onnx
@@ -19,7 +18,6 @@ from tinycats.models.flow import MIN_ONE_MINUS_T, sample_from_noise
 from tinycats.storage import RunRegistry
 
 pytest.importorskip("onnxruntime")
-SITE = Path(__file__).resolve().parents[2] / "src" / "tinycats" / "deploy" / "site"
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +102,11 @@ def test_portable_noise_is_standard_normal_and_the_same_in_javascript() -> None:
     assert abs(values.mean()) < 0.01 and abs(values.std() - 1) < 0.01
     assert not np.array_equal(values[:100], portable_normal(4, (100,)))
     assert np.array_equal(portable_normal(3, (2, 5)).ravel(), values[:10])
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("no node to run site/noise.mjs")
     script = (
         f"import('{SITE / 'noise.mjs'}').then(m => "
         "console.log(JSON.stringify(Array.from(m.portableNormal(3, 1000)))))"
     )
-    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
-    assert np.array_equal(np.asarray(json.loads(out), dtype=np.float32), values[:1000])
+    assert np.array_equal(np.asarray(run_node(script), dtype=np.float32), values[:1000])
 
 
 class ToyNetwork:
@@ -149,9 +143,6 @@ import('{flow}').then(async (flow) => {{
 def test_javascript_sampling_loop_matches_flow_py(sampler, prediction, cfg) -> None:
     """site/flow.mjs against flow.sample_from_noise: conversion (25 steps reach t = 0.96,
     where 1 - t is clipped), guidance, both samplers."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("no node to run site/flow.mjs")
     script = TOY_JS.format(
         flow=SITE / "flow.mjs",
         cfg=cfg,
@@ -159,8 +150,7 @@ def test_javascript_sampling_loop_matches_flow_py(sampler, prediction, cfg) -> N
         prediction=prediction,
         clip=MIN_ONE_MINUS_T,
     )
-    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
-    got = np.asarray(json.loads(out), dtype=np.float32).reshape(2, 3, 2, 2)
+    got = np.asarray(run_node(script), dtype=np.float32).reshape(2, 3, 2, 2)
     noise = torch.sin(torch.arange(1, 25, dtype=torch.float32)).reshape(2, 3, 2, 2)
     expected = sample_from_noise(
         ToyNetwork(prediction),

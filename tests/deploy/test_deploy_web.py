@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from node_js import SITE, run_node
 
 from tinycats.deploy.noise import portable_normal
 from tinycats.deploy.onnx_run import OrtDiT
@@ -19,7 +17,6 @@ from tinycats.models.flow import sample_from_noise
 from tinycats.train.evaluation import predict_images
 
 pytest.importorskip("onnxruntime")
-SITE = Path(__file__).resolve().parents[2] / "src" / "tinycats" / "deploy" / "site"
 PAGE_TIMEOUT_MS = 120_000
 
 
@@ -147,9 +144,6 @@ def test_the_pages_pixels_are_predicts_to_the_pixel(
     from tinycats.data.dataset import central_box, resize_crop
     from tinycats.data.images import decode_image
 
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("no node to run site/resample.mjs")
     rng = np.random.default_rng(width * height)
     smooth = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.2, 1, height)[:, None, None]
     rgb = np.clip(smooth + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
@@ -170,7 +164,6 @@ def test_the_pages_pixels_are_predicts_to_the_pixel(
         crop=crop,
         size=size,
     )
-    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
-    got = np.asarray(json.loads(out), dtype=np.int16).reshape(size, size, 4)[..., :3]
+    got = np.asarray(run_node(script), dtype=np.int16).reshape(size, size, 4)[..., :3]
     assert np.array_equal(got, expected.numpy().astype(np.int16))
     assert expected.float().std() > 10  # a textured image: the filters' taps matter
