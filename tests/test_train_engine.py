@@ -43,7 +43,8 @@ def tiny_overrides(tmp_path: Path, max_steps: int, every: int) -> list[str]:
     ]
 
 
-def cli(*args: str, out: Path) -> subprocess.Popen:
+def spawn(*args: str, out: Path) -> subprocess.Popen:
+    """`tinycats ARGS` as a real process, which the tests signal and kill."""
     return subprocess.Popen(
         [sys.executable, "-m", "tinycats", *args, "--out", str(out), "--no-progress"],
         stdout=subprocess.PIPE,
@@ -103,7 +104,7 @@ def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
         "data.progressive_min_size=16",
         "tracking.log_every=2",  # a line between checkpoints: the kill lands among them
     ]
-    proc = cli(*train_args("ref", overrides), out=tmp / "out")
+    proc = spawn(*train_args("ref", overrides), out=tmp / "out")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     lines = metrics_lines(tmp / "out", "ref")
@@ -116,10 +117,10 @@ def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_interrupted_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig) -> None:
+def test_interrupted_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig, cli) -> None:
     _, overrides, expected = reference
     out = tmp_path / "out"
-    proc = cli(*train_args("cut", overrides), out=out)
+    proc = spawn(*train_args("cut", overrides), out=out)
     wait_for(lambda: committed_step(out, "cut") >= 8 or proc.poll() is not None)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -129,16 +130,12 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(reference, tmp_path, sig) 
         assert proc.returncode == 0, err
         record = RunRegistry(LocalStore(out)).get("cut")
         assert record["status"] == "preempted"
-        verify = subprocess.run(
-            [sys.executable, "-m", "tinycats", "ckpt", "verify", "cut", "--out", str(out)],
-            capture_output=True,
-            text=True,
-        )
+        verify = cli("ckpt", "verify", "cut", "--out", str(out))
         assert verify.returncode == 0, verify.stdout + verify.stderr
     else:
         assert proc.returncode == -signal.SIGKILL
 
-    resumed = cli(*train_args("cut", overrides), out=out)
+    resumed = spawn(*train_args("cut", overrides), out=out)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert RunRegistry(LocalStore(out)).get("cut")["status"] == "completed"
