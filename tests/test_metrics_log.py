@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -52,12 +50,6 @@ def test_recorder_writes_a_line_per_window_only_when_flushed(tmp_path: Path) -> 
     assert all(x["data_ms"] <= x["step_ms"] for x in lines if x["kind"] == "train")
 
 
-def tinycats(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tinycats", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.fixture
 def run_with_log(tmp_path: Path) -> Path:
     out = tmp_path / "out"
@@ -72,20 +64,20 @@ def run_with_log(tmp_path: Path) -> Path:
     return out
 
 
-def test_runs_show_metrics_prints_the_log(run_with_log: Path) -> None:
-    shown = tinycats("runs", "show", "r1", "--metrics", "--json", "--out", str(run_with_log))
+def test_runs_show_metrics_prints_the_log(run_with_log: Path, cli) -> None:
+    shown = cli("runs", "show", "r1", "--metrics", "--json", "--out", str(run_with_log))
     assert shown.returncode == 0, shown.stderr
     assert [(x["step"], x["kind"]) for x in json.loads(shown.stdout)] == [
         (10, "train"),
         (10, "eval"),
     ]
-    table = tinycats("runs", "show", "r1", "--metrics", "--out", str(run_with_log))
+    table = cli("runs", "show", "r1", "--metrics", "--out", str(run_with_log))
     assert table.returncode == 0 and "1.25" in table.stdout and "0.625" in table.stdout
 
 
-def test_runs_show_metrics_of_a_run_without_lines_is_one_line(tmp_path: Path) -> None:
+def test_runs_show_metrics_of_a_run_without_lines_is_one_line(tmp_path: Path, cli) -> None:
     out = tmp_path / "out"
     RunRegistry(LocalStore(out)).start("empty", "classifier", {})
-    shown = tinycats("runs", "show", "empty", "--metrics", "--out", str(out))
+    shown = cli("runs", "show", "empty", "--metrics", "--out", str(out))
     assert shown.returncode == 2
     assert shown.stderr.count("\n") == 1 and "no metrics yet" in shown.stderr

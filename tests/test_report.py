@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 
 import pytest
@@ -55,15 +54,9 @@ def store(tmp_path_factory) -> LocalStore:
     return store
 
 
-def tinycats(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tinycats", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def test_report_in_chromium_shows_the_records_figures(store, browser, tmp_path) -> None:
+def test_report_in_chromium_shows_the_records_figures(store, browser, tmp_path, cli) -> None:
     out = tmp_path / "clf.html"
-    done = tinycats("report", "clf", "--compare", "clf2", "-o", str(out), "--out", str(store.root))
+    done = cli("report", "clf", "--compare", "clf2", "-o", str(out), "--out", str(store.root))
     assert done.returncode == 0, done.stderr
     page_html = out.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page_html)  # nothing fetched
@@ -118,9 +111,9 @@ def test_a_dit_report_embeds_every_preview_grid(store, tmp_path) -> None:
         (["report", "clf", "--compare", "nope"], "unknown run 'nope'"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(store, args, message) -> None:
+def test_bad_input_is_one_line_and_exit_2(store, args, message, cli) -> None:
     RunRegistry(store).start("empty", "classifier", build_config("classifier").to_dict())
-    done = tinycats(*args, "--out", str(store.root))
+    done = cli(*args, "--out", str(store.root))
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from tinycats.cli import main
 from tinycats.deploy.latency import LatencyRow, format_rows
 
 pytest.importorskip("onnxruntime")
@@ -24,29 +23,13 @@ CLASSIFIER_VARIANTS = (
 )
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`tinycats ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["tinycats", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as stopped:
-        code = stopped.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_bench_inference_times_every_runtime_at_batch_1_and_32_and_the_dit(
-    store_root, monkeypatch, capsys
-) -> None:
-    code, out, err = run_cli(
-        monkeypatch,
-        capsys,
+def test_bench_inference_times_every_runtime_at_batch_1_and_32_and_the_dit(store_root, cli) -> None:
+    result = cli(
         *("bench", "inference", "clf", "--dit", "gen", "--rounds", "3", "--dit-rounds", "1"),
         *("--out", str(store_root), "--json"),
     )
-    assert code == 0, err
-    rows = json.loads(out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
     assert [(r["model"], r["variant"], r["batch"]) for r in rows] == [
         *(("classifier", v, b) for b in (1, 32) for v in CLASSIFIER_VARIANTS),
         ("dit 50-step guided sample", "pytorch", 1),
@@ -73,7 +56,7 @@ def test_bench_inference_times_every_runtime_at_batch_1_and_32_and_the_dit(
     ],
 )
 def test_serve_binds_to_loopback_unless_told_and_warns_without_a_token(
-    store_root, monkeypatch, capsys, args, host, warned
+    store_root, monkeypatch, cli, args, host, warned
 ) -> None:
     pytest.importorskip("fastapi")
     import uvicorn
@@ -82,10 +65,10 @@ def test_serve_binds_to_loopback_unless_told_and_warns_without_a_token(
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
     monkeypatch.delenv("TINYCATS_SERVE_TOKEN", raising=False)
-    code, _, err = run_cli(monkeypatch, capsys, "serve", "clf", *args, "--out", str(store_root))
-    assert code == 0, err
+    result = cli("serve", "clf", *args, "--out", str(store_root))
+    assert result.returncode == 0, result.stderr
     assert started["host"] == host and started["port"] == 8000
-    assert ("anyone who can reach this port" in err) is warned
+    assert ("anyone who can reach this port" in result.stderr) is warned
     client = TestClient(started["app"])
     assert client.get("/health").json() == {"status": "ok", "models": ["classifier"]}
     unauthorised = client.post("/predict", content=b"x").status_code

@@ -9,9 +9,7 @@ import shutil
 import modal
 import pytest
 from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
-from typer.testing import CliRunner
 
-from tinycats.cli import app as cli_app
 from tinycats.cloud import serving
 from tinycats.errors import ConfigError
 
@@ -101,7 +99,7 @@ def test_the_container_serves_from_the_volume_and_refuses_requests_without_the_t
     assert ok.json()["top"] == predict_images(classifier, photos[:1])[0]["top"]
 
 
-def test_cli_warns_for_public_and_passes_the_settings(monkeypatch) -> None:
+def test_cli_warns_for_public_and_passes_the_settings(monkeypatch, cli) -> None:
     deployed = []
 
     def fake_deploy(settings):
@@ -113,14 +111,14 @@ def test_cli_warns_for_public_and_passes_the_settings(monkeypatch) -> None:
         }
 
     monkeypatch.setattr(serving, "deploy", fake_deploy)
-    runner = CliRunner()
-    result = runner.invoke(cli_app, ["cloud", "serve", "clf", "--public", "--max-pixels", "100000"])
-    assert result.exit_code == 0, result.output
-    assert "anyone with the URL can call this endpoint" in result.output
+    result = cli("cloud", "serve", "clf", "--public", "--max-pixels", "100000")
+    assert result.returncode == 0, result.stderr
+    assert "anyone with the URL can call this endpoint" in result.stdout + result.stderr
     assert deployed[-1].auth == "public" and deployed[-1].limits.max_pixels == 100_000
-    result = runner.invoke(cli_app, ["cloud", "serve", "clf", "--dit", "gen"])
-    assert result.exit_code == 0 and deployed[-1].auth == "proxy" and deployed[-1].dit == "gen"
-    assert "Modal-Key and Modal-Secret" in result.output and "anyone" not in result.output
+    result = cli("cloud", "serve", "clf", "--dit", "gen")
+    assert result.returncode == 0 and deployed[-1].auth == "proxy" and deployed[-1].dit == "gen"
+    output = result.stdout + result.stderr
+    assert "Modal-Key and Modal-Secret" in output and "anyone" not in output
 
 
 def test_settings_are_validated_with_one_line_errors() -> None:

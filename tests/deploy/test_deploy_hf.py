@@ -5,16 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
-from tinycats.cli import app
 from tinycats.deploy.card import NOT_EVALUATED, model_card
 from tinycats.deploy.hf import HubError, export_hf, push_to_hub
 from tinycats.errors import CheckpointError, StorageError
@@ -72,17 +69,19 @@ def test_card_says_not_evaluated_without_an_evaluation_of_the_exported_step(clas
 
 
 def test_predict_on_the_exported_folder_gives_the_runs_answer(
-    exported, store, classifier, photos
+    exported, store, classifier, photos, cli
 ) -> None:
     from_folder = load_trained_model(store, str(exported))
     assert from_folder.run_id == "clf" and from_folder.info.step == classifier.info.step
     assert predict_images(from_folder, photos) == predict_images(classifier, photos)
-    result = CliRunner().invoke(app, ["predict", str(exported), str(photos[0]), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == predict_images(classifier, photos[:1])
+    result = cli("predict", str(exported), str(photos[0]), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == predict_images(classifier, photos[:1])
 
 
-def test_dit_folder_has_a_sample_grid_and_samples_as_the_run(generator, store, tmp_path) -> None:
+def test_dit_folder_has_a_sample_grid_and_samples_as_the_run(
+    generator, store, tmp_path, cli
+) -> None:
     folder = tmp_path / "gen-export"
     export_hf(generator, None, folder)
     assert (folder / "samples.png").is_file()
@@ -101,9 +100,9 @@ def test_dit_folder_has_a_sample_grid_and_samples_as_the_run(generator, store, t
     ]
     assert np.array_equal(*grids)
     grid = tmp_path / "grid.png"
-    cli = ["sample", str(folder), "--breed", "00_circle_plain", "--n", "2", "--steps", "2"]
-    result = CliRunner().invoke(app, [*cli, "-o", str(grid)])
-    assert result.exit_code == 0, result.output
+    args = ["sample", str(folder), "--breed", "00_circle_plain", "--n", "2", "--steps", "2"]
+    result = cli(*args, "-o", str(grid))
+    assert result.returncode == 0, result.stderr
     assert Image.open(grid).size[1] < 2 * 32  # one row: one breed
 
 
@@ -162,11 +161,9 @@ def test_push_sends_every_file_to_the_hub(exported, monkeypatch) -> None:
 
 
 def test_push_without_a_token_is_one_line_exit_2_before_any_work(
-    exported, tmp_path, monkeypatch, capsys
+    exported, tmp_path, monkeypatch, cli
 ) -> None:
     from huggingface_hub import constants
-
-    from tinycats.cli import main
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
@@ -174,14 +171,11 @@ def test_push_without_a_token_is_one_line_exit_2_before_any_work(
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # nor a saved one
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # and never the real Hub
     target = tmp_path / "never-written"
-    argv = ["tinycats", "export", "hf", str(exported), "-o", str(target), "--push", "alice/x"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    assert stopped.value.code == 2
-    stderr = capsys.readouterr().err
-    assert "no Hugging Face token" in stderr and "Traceback" not in stderr
-    assert len(stderr.strip().splitlines()) == 1
+    args = ["export", "hf", str(exported), "-o", str(target), "--push", "alice/x"]
+    result = cli(*args, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "no Hugging Face token" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not target.exists()
 
 
