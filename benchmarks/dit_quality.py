@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
     parser.add_argument("--out", type=Path, default=Path("tinycats-out/dit-quality"))
     parser.add_argument("--n", type=int, default=240, help="samples per figure")
+    parser.add_argument(
+        "--max-steps", type=int, help="a shorter screen than the recipe's budget (say so)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic runs (CI)")
     args = parser.parse_args()
 
@@ -122,6 +125,8 @@ def main() -> None:
         n, samplers, per_class, grid_path = 8, [("euler", 2), ("heun", 2)], 2, tmp / "grid.png"
     elif args.judge is None:
         parser.error("--judge is required (a classifier run trained on the same data)")
+    if args.max_steps:
+        overrides.append(f"optim.max_steps={args.max_steps}")
 
     store = LocalStore(args.out)
     state_path = args.out / "dit_quality.json"
@@ -163,17 +168,6 @@ def main() -> None:
         print(f"per breed, {p}: {breeds}")
     print(x["inception_skipped"] or f"standard Inception FID: x {x['inception_fid']:.1f}")
 
-    print("\nsamplers (x-prediction):")
-    for sampler, steps in samplers:
-        row = judged(
-            f"x/{sampler}{steps}", state, save, dit=models["x"], steps=steps, sampler=sampler,
-            **common,
-        )  # fmt: skip
-        print(
-            f"  {sampler:5} {steps:3} steps: consistency {row['consistency']:6.1%}  "
-            f"Fréchet {row['frechet']:8.1f}"
-        )
-
     grids = {
         f"{p}-prediction, step {main_rows[p]['step']}": sample_grid(
             m.model,
@@ -190,6 +184,17 @@ def main() -> None:
     }
     side_by_side(grids).save(grid_path)
     print(f"\ngrids (same noise): {grid_path}")
+
+    print("\nsamplers (x-prediction):")
+    for sampler, steps in samplers:
+        row = judged(
+            f"x/{sampler}{steps}", state, save, dit=models["x"], steps=steps, sampler=sampler,
+            **common,
+        )  # fmt: skip
+        print(
+            f"  {sampler:5} {steps:3} steps: consistency {row['consistency']:6.1%}  "
+            f"Fréchet {row['frechet']:8.1f}"
+        )
 
 
 def _pair(row: dict) -> tuple[float, float]:
