@@ -140,7 +140,11 @@ def main() -> None:
     judge = load_trained_model(LocalStore(args.judge_out or args.out), args.judge)
     models = {p: load_trained_model(store, run_id, which="latest") for p, run_id in runs.items()}
     common = {"judge": judge, "store": store, "n": n, "seed": 0}
-    main_rows = {p: judged(f"{p}/recipe", state, save, dit=m, **common) for p, m in models.items()}
+    recipe = next(iter(models.values())).config.dit  # both runs sample as the recipe says
+    main_rows = {
+        p: judged(f"{p}/{recipe.sampler}{recipe.sample_steps}", state, save, dit=m, **common)
+        for p, m in models.items()
+    }
 
     x, v = main_rows["x"], main_rows["v"]
     print(
