@@ -22,6 +22,7 @@ from tinycats.cli import (
     doctor,
     export,
     infer,
+    quickstart,
     report,
     runs,
     serve,
@@ -55,6 +56,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("quickstart")(quickstart.quickstart_command)
 app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")

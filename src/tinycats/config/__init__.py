@@ -8,7 +8,13 @@
 - paths.py: where the local Store lives by default.
 """
 
-from tinycats.config.layers import apply_overrides, merge_layers, read_config_file, user_layer
+from tinycats.config.layers import (
+    apply_overrides,
+    flatten,
+    merge_layers,
+    read_config_file,
+    user_layer,
+)
 from tinycats.config.loading import build_config, layered_config, resolve_config, validate_config
 from tinycats.config.paths import DEFAULT_OUT, OUT_ENV_VAR, default_out_dir
 from tinycats.config.schema import (
@@ -46,6 +52,7 @@ __all__ = [
     "apply_overrides",
     "build_config",
     "default_out_dir",
+    "flatten",
     "layered_config",
     "merge_layers",
     "read_config_file",

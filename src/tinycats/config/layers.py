@@ -35,6 +35,17 @@ def merge_layers(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested layer as {dotted key: value}, the keys `--set` takes (reports, trackers)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def user_layer(
     file: Path | None = None,
     overrides: Sequence[str] | None = (),

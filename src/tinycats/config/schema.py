@@ -214,10 +214,18 @@ class RetentionConfig(Section):
 
 
 class TrackingConfig(Section):
-    """What a run records beside its checkpoints: the metrics log (storage/metrics_log.py)."""
+    """What a run records beside its checkpoints: the metrics log (storage/metrics_log.py),
+    and optionally the same lines in TensorBoard and MLflow (train/tracking.py; the
+    `tracking` extra)."""
 
     log_every: int = Field(
         10, ge=1, description="a metrics-log line every N steps (and at the last step)"
+    )
+    tensorboard: bool = Field(
+        False, description="also write TensorBoard events under <out>/tensorboard/<run_id>"
+    )
+    mlflow: bool = Field(
+        False, description="also log to MLflow: $MLFLOW_TRACKING_URI, else <out>/mlflow"
     )
 
 

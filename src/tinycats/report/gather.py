@@ -117,25 +117,14 @@ def _grids(folder: Path) -> list[tuple[int, Path]]:
 def config_changes(task: str | None, config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(dotted key, default, the run's value) wherever the run's config differs from the
     task's defaults."""
-    from tinycats.config import build_config
+    from tinycats.config import build_config, flatten
 
     if not task or not config:
         return []
-    defaults = _flatten(build_config(task).to_dict())
-    values = _flatten(config)
+    defaults = flatten(build_config(task).to_dict())
+    values = flatten(config)
     return [
         (key, defaults.get(key), value)
         for key, value in sorted(values.items())
         if defaults.get(key) != value
     ]
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,6 +50,7 @@ from tinycats.train.progress import TrainProgress
 from tinycats.train.schedule import learning_rate
 from tinycats.train.state import capture_rng_state, restore_rng_state
 from tinycats.train.task import make_task
+from tinycats.train.tracking import make_sinks
 
 if TYPE_CHECKING:
     from tinycats.train.run import RunModel
@@ -114,6 +116,7 @@ class Trainer:
             config.tracking.log_every,
             config.optim.max_steps,
             config.optim.batch_size * config.optim.grad_accum,
+            make_sinks(config, store, run_id),
         )
 
     # ---- the loop ---------------------------------------------------------------------
@@ -240,14 +243,16 @@ class Trainer:
             return
         weights, train_state = self._state_snapshot()  # waits for the save in flight
         step, meta = self.step, self._meta()
-        lines = self.metrics.flush()  # the save's commit publishes them
+        images: dict[str, Path] = {}
         if preview:
-            self.task.preview(
+            grid = self.task.preview(
                 self.eval_model(),
                 self.classes,
                 self.device,
                 self.store.root / "samples" / self.run_id / f"step_{step:08d}.png",
             )
+            images = {"preview": grid} if grid is not None else {}
+        lines = self.metrics.flush(images)  # the save's commit publishes them
 
         def write() -> None:
             info = self.checkpoints.save(step, weights, train_state, meta, metrics, publish=False)
@@ -261,7 +266,7 @@ class Trainer:
                 best_checkpoint=str(best.path) if best else str(info.path),
             )
             self.store.commit()
-            self.metrics.published(lines)
+            self.metrics.published(lines, images)
 
         self.writer.submit(write)
 
@@ -269,7 +274,7 @@ class Trainer:
 
     def _finish(self, status: str, metrics: dict[str, float], elapsed: float) -> TrainResult:
         self.writer.close()
-        self.metrics.close()
+        self.metrics.close(status)
         latest = self.checkpoints.latest()
         best = self.checkpoints.best()
         if self.dist.is_main:
@@ -303,7 +308,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         with contextlib.suppress(Exception):
-            self.metrics.close()
+            self.metrics.close(status)
         with contextlib.suppress(Exception):
             self.registry.finish(self.run_id, status, step=self.step, error=repr(err)[:500])
             self.store.commit()

@@ -30,6 +30,7 @@ from tinycats.storage import RunRegistry, Store
 from tinycats.storage.atomic import write_json_atomic
 from tinycats.train.classifier_task import predict_logits
 from tinycats.train.inference import TrainedModel
+from tinycats.train.tracking import log_evaluation
 
 
 @dataclass
@@ -184,6 +185,8 @@ def evaluate_classifier(
             "step": trained.info.step,  # which checkpoint these figures describe
         }
         registry.update(trained.run_id, eval={**(record.get("eval") or {}), split: result})
+        figures = {"top1": top1, "top3": top3, "step": trained.info.step}
+        log_evaluation(trained.config, store, trained.run_id, split, figures, png)
     store.commit()
     return report
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -23,26 +24,23 @@ from tinycats.storage.metrics_log import EVAL_KIND, TRAIN_KIND, MetricsLog
 
 
 class Sink(Protocol):
-    """A tracker fed the same lines as the log (TensorBoard, MLflow)."""
+    """A tracker fed the same lines as the log (train/tracking.py: TensorBoard, MLflow)."""
 
     def resume(self, step: int, lines: Sequence[dict[str, Any]]) -> None:
         """The run continues after `step`; `lines` is the log as cut back to it."""
         ...
 
-    def write(self, lines: Sequence[dict[str, Any]]) -> None:
-        """Lines about to be covered by a checkpoint (written before its commit)."""
+    def write(self, lines: Sequence[dict[str, Any]], images: dict[str, Path]) -> None:
+        """Lines (and pictures) about to be covered by a checkpoint: before its commit."""
         ...
 
-    def discard(self) -> None:
-        """Drop the pending lines: a data-parallel rank other than 0, whose lines rank 0
-        writes (the loss is reduced over the ranks before it is recorded)."""
-        self.pending = []
-
-    def published(self, lines: Sequence[dict[str, Any]]) -> None:
-        """Lines whose checkpoint is committed (called from the checkpoint writer thread)."""
+    def published(self, lines: Sequence[dict[str, Any]], images: dict[str, Path]) -> None:
+        """The same, once the checkpoint is committed (on the checkpoint writer's thread)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, status: str) -> None:
+        """The run's attempt ended: completed, preempted or failed."""
+        ...
 
 
 class MetricsRecorder:
@@ -126,13 +124,14 @@ class MetricsRecorder:
             }
         )
 
-    def flush(self) -> list[dict[str, Any]]:
-        """Append the pending lines to the log (durably) and to the trackers; called just
-        before a checkpoint's save is submitted. Returns them, for `published`."""
+    def flush(self, images: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+        """Append the pending lines to the log (durably) and hand them, with the
+        checkpoint's pictures, to the trackers; called just before a checkpoint's save is
+        submitted. Returns them, for `published`."""
         lines, self.pending = self.pending, []
         self.log().append(lines)
         for sink in self.sinks:
-            sink.write(lines)
+            sink.write(lines, images or {})
         return lines
 
     def discard(self) -> None:
@@ -140,13 +139,13 @@ class MetricsRecorder:
         writes (the loss is reduced over the ranks before it is recorded)."""
         self.pending = []
 
-    def published(self, lines: Sequence[dict[str, Any]]) -> None:
+    def published(self, lines: Sequence[dict[str, Any]], images: dict[str, Path]) -> None:
         for sink in self.sinks:
-            sink.published(lines)
+            sink.published(lines, images)
 
-    def close(self) -> None:
+    def close(self, status: str) -> None:
         for sink in self.sinks:
-            sink.close()
+            sink.close(status)
 
 
 def total_grad_norm(model: nn.Module, scaler: torch.amp.GradScaler) -> torch.Tensor:

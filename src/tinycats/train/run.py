@@ -22,6 +22,7 @@ from tinycats.train.distributed import Distributed
 from tinycats.train.engine import Trainer, TrainResult
 from tinycats.train.preemption import PreemptionGuard
 from tinycats.train.state import seed_everything
+from tinycats.train.tracking import require_trackers
 
 
 @dataclass
@@ -60,6 +61,7 @@ def build_trainer(
     Under data parallelism rank 0 prepares the data before the others open it, and picks
     the checkpoint every rank then loads, so all restore the same one.
     """
+    require_trackers(config)  # before the data: a missing library is a one-line fix
     dist = dist or Distributed()
     data = dist.main_first(lambda: load_training_data(config, store.root))
     resume = dist.same_checkpoint(CheckpointManager.from_config(store, config.task, run_id, config))
