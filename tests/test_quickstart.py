@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import test_report
 from tinycats.cli import app
 from tinycats.cli import quickstart as qs
 from tinycats.config import build_config
@@ -17,16 +18,7 @@ from tinycats.train import preemption
 
 pytest.importorskip("matplotlib")
 
-TINY = [
-    "data.image_size=16",
-    "data.synthetic_classes=4",
-    "data.synthetic_per_class=8",
-    "optim.batch_size=8",
-    "optim.warmup_steps=1",
-    "optim.max_steps=6",
-    "checkpoint.every_steps=3",
-    "tracking.log_every=2",
-]
+TINY = [*test_report.TINY, "optim.max_steps=6"]
 
 
 @pytest.fixture

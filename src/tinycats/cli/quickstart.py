@@ -196,23 +196,11 @@ def _evaluate(store: Any) -> list[tuple[str, str]]:
 
 def _sample(store: Any) -> list[tuple[str, str]]:
     """A labelled grid, one row per class, from the DiT's last checkpoint."""
-    from tinycats.train.dit_task import sample_grid
+    from tinycats.train.dit_task import every_class_grid
     from tinycats.train.inference import load_trained_model
 
     path = store.root / "samples" / DIT_RUN / "quickstart-grid.png"
-    trained = load_trained_model(store, DIT_RUN)
-    dit = trained.config.dit
-    grid = sample_grid(
-        trained.model,
-        trained.classes,
-        list(range(len(trained.classes))),
-        per_class=GRID_PER_CLASS,
-        steps=dit.sample_steps,
-        cfg_scale=dit.cfg_scale,
-        sampler=dit.sampler,
-        seed=0,
-        device=trained.device,
-    )
+    grid = every_class_grid(load_trained_model(store, DIT_RUN), GRID_PER_CLASS)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     console.print(f"wrote {path}", highlight=False)

@@ -115,20 +115,9 @@ def _write_folder(
 
 def _sample_grid(trained: TrainedModel):
     """The card's picture: every class, fixed seed, the run's own sampling settings."""
-    from tinycats.train.dit_task import sample_grid
+    from tinycats.train.dit_task import every_class_grid
 
-    dit = trained.config.dit
-    return sample_grid(
-        trained.model,
-        trained.classes,
-        list(range(len(trained.classes))),
-        per_class=SAMPLES_PER_CLASS,
-        steps=dit.sample_steps,
-        cfg_scale=dit.cfg_scale,
-        sampler=dit.sampler,
-        seed=0,
-        device=trained.device,
-    )
+    return every_class_grid(trained, SAMPLES_PER_CLASS)
 
 
 def hub_token() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 BEST_MODES = ("max", "min")
 
@@ -45,29 +46,12 @@ def best_steps(records: Sequence[CheckpointRecord], k: int, best_mode: str = "ma
     return [r.step for r in scored[:k]]
 
 
-def select_keep(
-    records: Sequence[CheckpointRecord],
-    *,
-    keep_last: int,
-    keep_best: int = 0,
-    best_mode: str = "max",
-    keep_every: int = 0,
-    latest_step: int | None = None,
-) -> set[int]:
+def select_keep(records: Sequence[CheckpointRecord], **policy: Any) -> set[int]:
     """Steps to keep: last N committed ∪ best k ∪ every K-th ∪ latest ∪ newer than newest committed.
 
-    Only steps present in `records` are returned. `keep_every=0` disables that rule.
+    `policy` is `keep_reasons`'s keywords; only steps present in `records` are returned.
     """
-    return set(
-        keep_reasons(
-            records,
-            keep_last=keep_last,
-            keep_best=keep_best,
-            best_mode=best_mode,
-            keep_every=keep_every,
-            latest_step=latest_step,
-        )
-    )
+    return set(keep_reasons(records, **policy))
 
 
 def keep_reasons(

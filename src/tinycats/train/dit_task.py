@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -13,6 +14,9 @@ from tinycats.config import TrainConfig
 from tinycats.models.flow import flow_matching_loss, sample, to_uint8
 from tinycats.models.grid import make_grid_image
 from tinycats.train.task import EVAL_SEED
+
+if TYPE_CHECKING:
+    from tinycats.train.inference import TrainedModel
 
 
 class DiTTask:
@@ -116,3 +120,19 @@ def sample_grid(
     model.train(was_training)
     rows = [classes[i] for i in class_indices]
     return make_grid_image(to_uint8(images).cpu(), rows, per_class)
+
+
+def every_class_grid(trained: TrainedModel, per_class: int, seed: int = 0) -> Image.Image:
+    """Every class of a trained DiT, `per_class` each, with the run's own sampling settings."""
+    dit = trained.config.dit
+    return sample_grid(
+        trained.model,
+        trained.classes,
+        list(range(len(trained.classes))),
+        per_class=per_class,
+        steps=dit.sample_steps,
+        cfg_scale=dit.cfg_scale,
+        sampler=dit.sampler,
+        seed=seed,
+        device=trained.device,
+    )
