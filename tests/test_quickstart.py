@@ -16,8 +16,6 @@ from tinycats.config import build_config
 from tinycats.storage import CheckpointManager, LocalStore, RunRegistry
 from tinycats.train import preemption
 
-pytest.importorskip("matplotlib")
-
 TINY = [*test_report.TINY, "optim.max_steps=6"]
 
 

@@ -16,8 +16,6 @@ from tinycats.train import run_training
 from tinycats.train.evaluation import evaluate_classifier
 from tinycats.train.inference import load_trained_model
 
-pytest.importorskip("matplotlib")
-
 TINY = [
     "data.image_size=16",
     "data.synthetic_classes=4",
@@ -116,15 +114,6 @@ def test_bad_input_is_one_line_and_exit_2(store, args, message, cli) -> None:
     done = cli(*args, "--out", str(store.root))
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
-
-
-def test_without_matplotlib_the_report_names_the_extra(store, monkeypatch, tmp_path) -> None:
-    from tinycats.report import write_report
-
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(TinycatsError, match=r"tinycats\[report\]"):
-        write_report(store, "clf", out=tmp_path / "x.html")
-    assert not (tmp_path / "x.html").exists()
 
 
 def test_keep_reasons_name_every_rule_that_keeps_a_step() -> None:

@@ -48,7 +48,7 @@ DIT = [
     "checkpoint.every_steps=75",
     "tracking.log_every=10",
 ]
-"""The test-preset TinyDiT (0.8M parameters) at 32 px, with a preview grid per checkpoint."""
+"""The test-preset TinyDiT (about a million parameters) at 32 px, a preview grid per checkpoint."""
 
 RECIPES = {"classifier": CLASSIFIER, "dit": DIT}
 GRID_PER_CLASS = 6

@@ -23,10 +23,8 @@ SKIPPED_SUFFIXES = (".safetensors", ".pt")
 def cloud_report(remote: RemoteVolume, run_id: str, compare: list[str] | None, out: Path) -> Path:
     """Download `run_id` (and `compare`) from `remote` and write the report to `out`."""
     from tinycats.report import write_report
-    from tinycats.report.plots import require_matplotlib
     from tinycats.storage import LocalStore
 
-    require_matplotlib()  # before any download
     with tempfile.TemporaryDirectory(prefix="tinycats-report-") as tmp:
         store = LocalStore(Path(tmp))
         for run in [run_id, *(compare or [])]:

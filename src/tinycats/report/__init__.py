@@ -2,7 +2,7 @@
 
 gather   the run's facts from a Store (record, metrics log, checkpoints, evaluations,
          preview grids, config against the defaults)
-plots    the figures, drawn with matplotlib (the optional extra `report`)
+plots    the figures, drawn with matplotlib
 html     the page: every image embedded as a data URI, no script, no network
 """
 
@@ -26,10 +26,8 @@ def write_report(
     """Write the report of `run_id` (curves overlaid with `compare`'s) to `out`, atomically."""
     from tinycats.report.gather import gather
     from tinycats.report.html import render
-    from tinycats.report.plots import require_matplotlib
     from tinycats.storage import write_bytes_atomic
 
-    require_matplotlib()
     facts = gather(store, run_id)
     others = [gather(store, other) for other in compare or []]
     page = render(facts, others).encode()

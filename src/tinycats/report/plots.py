@@ -1,8 +1,4 @@
-"""The report's figures, drawn with matplotlib into PNG bytes (no pyplot, no global state).
-
-matplotlib is the optional extra `report`; `require_matplotlib()` turns its absence into
-the one-line fix.
-"""
+"""The report's figures, drawn with matplotlib into PNG bytes (no pyplot, no global state)."""
 
 from __future__ import annotations
 
@@ -10,7 +6,6 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tinycats.errors import TinycatsError
 from tinycats.storage.metrics_log import series
 
 if TYPE_CHECKING:
@@ -18,16 +13,6 @@ if TYPE_CHECKING:
 
 DPI = 100
 COLORS = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989")
-
-
-def require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise TinycatsError(
-            "the report draws its plots with matplotlib, which is not installed; "
-            "pip install 'tinycats[report]'"
-        ) from None
 
 
 def _figure(width: float, height: float) -> Figure:
