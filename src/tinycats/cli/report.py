@@ -27,7 +27,7 @@ def report_command(
     out: OutOption = DEFAULT_OUT_PATH,
 ) -> None:
     """One self-contained HTML page: status and attempts, curves, evaluation, preview grids,
-    checkpoints, where the time went, config and versions (plots need the `report` extra)."""
+    checkpoints, where the time went, config and versions."""
     from tinycats.report import write_report
     from tinycats.storage import LocalStore
 
