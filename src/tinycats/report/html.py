@@ -53,10 +53,11 @@ def fmt(value: Any) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    """`rows` hold HTML already escaped (cells made by `esc`, `figure`, ...)."""
+    """`rows` hold HTML already escaped (cells made by `esc`, `figure`, ...); a header of
+    empty names (a key-value table) is left out."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if any(header) else ''}{body}</table>"
 
 
 def render(facts: RunFacts, compare: list[RunFacts]) -> str:
