@@ -77,6 +77,7 @@ def test_report_in_chromium_shows_the_records_figures(store, browser, tmp_path, 
         "status": record["status"],
         "step": record["step"],
         "attempts": record["attempts"],
+        "device": "cpu",  # recorded with each checkpoint
         **{f"metrics.{k}": v for k, v in record["metrics"].items()},
         **{f"eval.test.{k}": record["eval"]["test"][k] for k in ("top1", "top3", "n", "step")},
     }

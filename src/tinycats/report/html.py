@@ -289,7 +289,8 @@ def _config(facts: RunFacts) -> str:
 
 def _environment(record: dict[str, Any]) -> str:
     rows = [[esc(k), esc(v)] for k, v in (record.get("versions") or {}).items()]
-    for key in ("device", "gpu", "host", "git_commit"):
+    rows.append(["device", figure("device", record.get("device"))])
+    for key in ("gpu", "host", "git_commit"):
         rows.append([esc(key), esc(record.get(key) or "-")])
     return "<h2>Environment</h2>" + table(["", ""], rows)
 

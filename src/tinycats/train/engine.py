@@ -263,6 +263,7 @@ class Trainer:
                 step=step,
                 metrics=metrics,
                 latest_checkpoint=str(info.path),
+                device=str(self.device),  # what the report's environment names
                 best_checkpoint=str(best.path) if best else str(info.path),
             )
             self.store.commit()
