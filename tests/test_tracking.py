@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train_engine import cli, committed_step, tiny_overrides, train_args, wait_for
+from test_train_engine import committed_step, spawn, tiny_overrides, train_args, wait_for
 from tinycats.config import build_config
 from tinycats.errors import ConfigError
 from tinycats.storage import LocalStore, RunRegistry
@@ -33,12 +33,12 @@ def test_every_step_exactly_once_after_sigkill_and_resume(tmp_path: Path, monkey
         "tracking.tensorboard=true",
         "tracking.mlflow=true",
     ]
-    proc = cli(*train_args("tracked", overrides), out=out)
+    proc = spawn(*train_args("tracked", overrides), out=out)
     wait_for(lambda: committed_step(out, "tracked") >= 4 or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert 4 <= committed_step(out, "tracked") < 16, "the kill came too late to test resume"
-    resumed = cli(*train_args("tracked", overrides), out=out)
+    resumed = spawn(*train_args("tracked", overrides), out=out)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
 
