@@ -2,8 +2,10 @@
 
 For the classifier (ResNet-18) and the DiT, with the tasks' own losses on random images:
 
-- img/s of one process (all cores) and of two ranks (half the cores each, batch b each),
-  and their ratio: what `--nproc 2` buys on this machine;
+- img/s of one process with all cores, of one process with half of them, and of two
+  ranks with half each (batch b each): two ranks against all cores is what `--nproc 2`
+  buys on this machine; against half the cores, the scaling efficiency (1.0 = two ranks
+  do twice the work of one in the same time, so DDP costs nothing);
 - the share of a DDP step spent in the gradient all-reduce, two ways: exposed (the DDP
   step against the same step under `no_sync()`, which skips the all-reduce) and alone
   (an all-reduce of a flat tensor of the gradients' size, timed by itself);
@@ -86,7 +88,8 @@ def trainable(case: dict[str, Any], classes: int = 12) -> tuple[Any, Any, Any, A
     )
 
 
-def single(case: dict[str, Any], warmup: int, steps: int) -> dict[str, float]:
+def single(case: dict[str, Any], warmup: int, steps: int, threads: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
     model, task, optimizer, (images, labels) = trainable(case)
 
     def step() -> None:
@@ -162,12 +165,14 @@ def main() -> None:
         f"torch {torch.__version__}, {cores} cores; one process {cores} threads, two ranks "
         f"{max(1, cores // 2)} each; {steps} timed steps after {warmup}"
     )
+    half = max(1, cores // 2)
     for name, case in cases(args.smoke).items():
-        torch.set_num_threads(cores)
-        one = single(case, warmup, steps)
+        one = single(case, warmup, steps, cores)
+        one_half = single(case, warmup, steps, half)
         two = two_ranks(case, warmup, steps)
         batch = case["batch"]
         one_img_s, two_img_s = batch / one["step_s"], 2 * batch / two["step_s"]
+        efficiency = two_img_s / (2 * batch / one_half["step_s"])
         exposed = max(0.0, two["step_s"] - two["nosync_s"]) / two["step_s"]
         alone = two["allreduce_s"] / two["step_s"]
         mb = one["grad_bytes"] / 1e6
@@ -175,8 +180,9 @@ def main() -> None:
             ring_allreduce_s(one["grad_bytes"], bw) for bw in (NVLINK_BUS_GB_S, PCIE_BUS_GB_S)
         )
         print(
-            f"{name:<28} batch {batch}/rank  1 proc {one_img_s:7.1f} img/s  2 ranks "
-            f"{two_img_s:7.1f} img/s  = {two_img_s / one_img_s:.2f}x  all-reduce share "
+            f"{name:<28} batch {batch}/rank  1 proc {one_img_s:6.1f} img/s ({cores} threads), "
+            f"{batch / one_half['step_s']:6.1f} ({half})  2 ranks {two_img_s:6.1f} img/s = "
+            f"{two_img_s / one_img_s:.2f}x, efficiency {efficiency:.2f}  all-reduce share "
             f"{exposed:.0%} exposed, {alone:.0%} alone ({two['allreduce_s'] * 1e3:.1f} ms)\n"
             f"{'':<28} gradients {mb:.1f} MB fp32: ring all-reduce on {GPUS} GPUs "
             f"{nvlink * 1e3:.2f} ms at NVLink ({NVLINK_BUS_GB_S:.0f} GB/s), "
