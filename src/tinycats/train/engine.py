@@ -116,7 +116,7 @@ class Trainer:
             config.tracking.log_every,
             config.optim.max_steps,
             config.optim.batch_size * config.optim.grad_accum,
-            make_sinks(config, store, run_id),
+            make_sinks(config, store, run_id) if self.dist.is_main else [],  # rank 0 tracks
         )
 
     # ---- the loop ---------------------------------------------------------------------
