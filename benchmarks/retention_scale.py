@@ -6,7 +6,11 @@ copied with its manifest rewritten per step, plus the run's index.json), then ti
   list (index)     list_checkpoints using the index.json cache (each entry checked against
                    its folder's inode, which the directory scan reports for free)
   list (no index)  the fallback: opening N meta.json files
-  plan_prune       listing + records + select_keep: what prune() decides with
+  plan_prune       listing + records + select_keep: what prune() decides with, by the
+                   training run's manager (which remembers what it verified)
+  plan_prune, new  the same by a fresh manager, as `tinycats ckpt prune` runs it: it
+                   verifies the few checkpoints that count as the newest N and best k
+                   (retention counts only checkpoints that verify)
 All timings are medians of several repeats on a warm page cache.
 
     python benchmarks/retention_scale.py            # N = 10,000
@@ -67,6 +71,13 @@ def build_run(root: Path, n: int, rng: random.Random) -> CheckpointManager:
     return manager
 
 
+def fresh(manager: CheckpointManager) -> CheckpointManager:
+    """A new manager of the same run and policy: nothing verified yet."""
+    copy = CheckpointManager(manager.store, manager.task, manager.run_id, keep_last=5)
+    copy.keep_best, copy.keep_every = manager.keep_best, manager.keep_every
+    return copy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="1,000 checkpoints, fewer repeats")
@@ -91,6 +102,7 @@ def main() -> None:
         assert len(list_checkpoints(run_dir)) == n
         list_ms = timed(lambda: list_checkpoints(run_dir), repeats)
         plan_ms = timed(manager.plan_prune, repeats)
+        fresh_ms = timed(lambda: fresh(manager).plan_prune(), repeats)
         kept, doomed = manager.plan_prune()
         index = run_dir / INDEX_FILE
         index.rename(run_dir / "index.off")
@@ -98,7 +110,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    verdict = "PASS" if plan_ms[0] < GOAL_MS else "MISS"
+    verdict = "PASS" if max(plan_ms[0], fresh_ms[0]) < GOAL_MS else "MISS"
     print(f"retention at scale: {n:,} checkpoints (built in {build_s:.1f} s), medians of {repeats}")
     print(f"  {'':32s}{'wall':>10s}{'cpu':>10s}")
     rows = [
@@ -106,6 +118,7 @@ def main() -> None:
         ("list_checkpoints (index.json)", list_ms),
         ("list_checkpoints (no index)", no_index_ms),
         ("plan_prune = list + decide", plan_ms),
+        ("plan_prune, new manager", fresh_ms),
     ]
     for name, (wall, cpu) in rows:
         print(f"  {name:32s}{wall:7.2f} ms{cpu:7.2f} ms")
@@ -113,7 +126,10 @@ def main() -> None:
         f"  index speed-up: {no_index_ms[0] / list_ms[0]:.1f}x; decision: keep {len(kept)}, "
         f"delete {len(doomed)}"
     )
-    print(f"  plan_prune wall {plan_ms[0]:.1f} ms vs goal < {GOAL_MS:.0f} ms: {verdict}")
+    print(
+        f"  plan_prune wall {plan_ms[0]:.1f} ms ({fresh_ms[0]:.1f} ms new manager) "
+        f"vs goal < {GOAL_MS:.0f} ms: {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -47,9 +47,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli() -> Callable[..., CliResult]:
-    """The in-process `tinycats` command (see `run_cli`)."""
+    """The in-process `tinycats` command (see `run_cli`); session-wide, so that module
+    fixtures can train the runs their tests share."""
     return run_cli
 
 

@@ -10,8 +10,9 @@ import pytest
 from fake_volume import FakeDict, FakeVolume
 from test_cloud_retries import RUN, layer, prepared
 from tinycats.cloud import training
-from tinycats.cloud.lease import LeaseLost, RunBusy, RunLease
+from tinycats.cloud.lease import RunLease
 from tinycats.storage import CheckpointManager, VolumeStore, verify_checkpoint
+from tinycats.storage.run_lock import LeaseLost, RunBusy
 from tinycats.train import PreemptionGuard
 
 

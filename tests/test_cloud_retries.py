@@ -23,6 +23,7 @@ from tinycats.cloud.runner import Attempt, run_chain, run_with_retries
 from tinycats.config import RetryConfig, apply_overrides, build_config
 from tinycats.storage import CheckpointManager, RunRegistry, VolumeStore, select_keep
 from tinycats.train import PreemptionGuard
+from tinycats.train.preemption import stop_budget_seconds
 
 TINY = [
     "data.image_size=16",
@@ -214,7 +215,7 @@ def test_a_preempted_call_stops_inside_the_budget_below_modals_grace(runs) -> No
     check = vol.mount("stop-inspector")
     calls = RunRegistry(VolumeStore(check, check.path)).get(RUN)["cloud"]["calls"]
     [interrupted] = [c for c in calls if c["outcome"] == "interrupted"]
-    budget = training.stop_budget_seconds(build_config("dit", base=layer()))
+    budget = stop_budget_seconds(build_config("dit", base=layer()))
     assert budget == 25.0 and 0 < interrupted["stop_seconds"] < budget
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinycats.storage import CheckpointManager, CheckpointRecord, LocalStore, select_keep
+from tinycats.storage.retention import counted_steps
 
 
 def records_of(steps, metrics=None, committed_upto=None) -> list[CheckpointRecord]:
@@ -192,3 +194,45 @@ def test_failed_delete_is_logged_not_fatal(
     monkeypatch.undo()
     manager.prune()
     assert not [p for p in manager.run_dir.iterdir() if ".trash-" in p.name]
+
+
+# -- only checkpoints that verify count -----------------------------------------------------------
+
+
+@st.composite
+def histories_with_damage(draw):
+    records, latest, policy = draw(histories())
+    bad = draw(st.sets(st.sampled_from([r.step for r in records]))) if records else set()
+    return [dataclasses.replace(r, verified=r.step not in bad) for r in records], latest, policy
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories_with_damage())
+def test_damaged_checkpoints_never_count_and_the_newest_good_one_stays(history) -> None:
+    records, latest, policy = history
+    keep = select_keep(records, latest_step=latest, **policy)
+    good = sorted(r.step for r in records if r.committed and r.verified)
+    if not good:
+        assert keep == {r.step for r in records}  # nothing known good: nothing deleted
+        return
+    assert good[-1] in keep
+    assert set(good[-policy["keep_last"] :] if policy["keep_last"] else []) <= keep
+    # Verifying only the counted steps, as prune does, decides as knowing every record.
+    truly_bad = {r.step for r in records if not r.verified}
+    counting = {k: policy[k] for k in ("keep_last", "keep_best", "best_mode")}
+    known_bad: set[int] = set()
+    checked: set[int] = set()
+    while True:
+        view = [dataclasses.replace(r, verified=r.step not in known_bad) for r in records]
+        unchecked = counted_steps(view, **counting) - checked
+        if not unchecked:
+            break
+        checked |= unchecked
+        known_bad |= unchecked & truly_bad
+    assert select_keep(view, latest_step=latest, **policy) == keep
+
+
+def test_a_damaged_newest_checkpoint_does_not_count_as_the_last_one() -> None:
+    records = [dataclasses.replace(r, verified=r.step != 3) for r in records_of([1, 2, 3])]
+    assert select_keep(records, keep_last=1, latest_step=3) == {2, 3}  # 3: latest.json's
+    assert select_keep(records, keep_last=1) == {2}

@@ -39,12 +39,12 @@ def _run_dirs(out: Path, ref: str | None) -> list[Path]:
     """The run folders REF names (all of them under --out when REF is None)."""
     from tinycats.errors import CheckpointError
     from tinycats.storage import LocalStore, find_run_dir
-    from tinycats.storage.layout import all_run_dirs
+    from tinycats.storage.layout import all_run_dirs, checked_run_dir, is_dir
 
     if ref is None:
         return all_run_dirs(LocalStore(out))
-    if Path(ref).is_dir():
-        return [Path(ref)]
+    if is_dir(ref):
+        return [checked_run_dir(ref)]
     found = find_run_dir(LocalStore(out), ref)
     if found is None:
         raise CheckpointError(
@@ -192,12 +192,18 @@ def prune(
         "retention.keep_best": keep_best,
         "retention.keep_every": every,
     }
+    from tinycats.storage.run_lock import LocalRunLock, held
+
     report = []
     for run_dir in _run_dirs(out, run):
         manager = _manager(run_dir, flags)
-        kept, doomed = manager.plan_prune()
-        gone = [i.step for i in doomed] if dry_run else [_step(p) for p in manager.prune()]
-        stays = [i.step for i in kept] if dry_run else [i.step for i in manager.list()]
+        if dry_run:
+            kept, doomed = manager.plan_prune()
+            gone, stays = [i.step for i in doomed], [i.step for i in kept]
+        else:  # a writer of the run: refused while a live process trains it
+            with held(LocalRunLock(manager.store, manager.run_id)):
+                gone = [_step(p) for p in manager.prune()]
+            stays = [i.step for i in manager.list()]
         report.append(
             {"run_id": manager.run_id, "kept": stays, "deleted": gone, "dry_run": dry_run}
         )

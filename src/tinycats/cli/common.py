@@ -9,6 +9,7 @@ fast, so torch and the layers below load inside the commands.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -71,10 +72,43 @@ RefArgument = Annotated[
     ),
 ]
 SplitOption = Annotated[str, typer.Option("--split", help="train | val | test")]
-SampleOutputOption = Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")]
+
+
+def checked_output_file(path: Path | None) -> Path | None:
+    """An output file option's value, refused at once when it cannot be a file: a folder,
+    or a path under a file."""
+    if path is None:
+        return None
+    try:
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder; name a file in it")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as err:  # e.g. a name too long
+        raise typer.BadParameter(f"{path}: {err.strerror}") from None
+    if existing != path and not existing.is_dir():
+        raise typer.BadParameter(f"{existing} is a file, so {path} cannot be written")
+    return path
+
+
+SampleOutputOption = Annotated[
+    Path,
+    typer.Option("-o", "--output", help="PNG file to write.", callback=checked_output_file),
+]
 BreedOption = Annotated[str, typer.Option("--breed", help="A class name, or 'all'.")]
 PerClassOption = Annotated[int, typer.Option("--n", min=1, max=64, help="Samples per class.")]
-GuidanceOption = Annotated[float | None, typer.Option("--cfg", help="Guidance scale.")]
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's value, refused when it is nan or infinite (which would draw a
+    black grid rather than fail)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+GuidanceOption = Annotated[
+    float | None, typer.Option("--cfg", help="Guidance scale.", callback=finite)
+]
 StepsOption = Annotated[int | None, typer.Option("--steps", min=1, help="ODE steps.")]
 SeedOption = Annotated[int, typer.Option("--seed")]
 
@@ -130,6 +164,8 @@ def print_pairs(pairs: Iterable[tuple[str, object]]) -> None:
     console.print(table)
 
 
-def print_error(err: BaseException) -> None:
-    """A user error as the one stderr line every command ends with."""
-    err_console.print(Text.assemble(("error:", "bold red"), f" {err}"), highlight=False)
+def print_error(err: BaseException | str) -> None:
+    """A user error as the one stderr line every command ends with (a message that
+    spans lines, e.g. one quoting a parser, is joined into one)."""
+    line = " ".join(str(err).split())
+    err_console.print(Text.assemble(("error:", "bold red"), f" {line}"), highlight=False)

@@ -12,6 +12,7 @@ from tinycats.cli.common import (
     JsonOption,
     OutOption,
     RefArgument,
+    checked_output_file,
     console,
     print_json,
 )
@@ -25,9 +26,10 @@ app = typer.Typer(
 @app.command("onnx")
 def onnx_command(
     ref: RefArgument,
-    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")] = Path(
-        "model.onnx"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="ONNX file to write.", callback=checked_output_file),
+    ] = Path("model.onnx"),
     int8: Annotated[
         bool,
         typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,7 +27,7 @@ from tinycats.config import TASKS
 if TYPE_CHECKING:
     from tinycats.config import TrainConfig
     from tinycats.storage import Store
-    from tinycats.train import TrainResult
+    from tinycats.train import RunPlan, TrainResult
     from tinycats.train.distributed import Distributed
 
 RunIdOption = Annotated[
@@ -82,7 +83,7 @@ def train_command(
     from tinycats.config import build_config
     from tinycats.errors import TinycatsError
     from tinycats.storage import LocalStore
-    from tinycats.train import RunPlan, plan_run
+    from tinycats.train import RunPlan, claim_run
     from tinycats.train.distributed import distributed_from_env
 
     flags = {
@@ -92,18 +93,21 @@ def train_command(
         **_preset_flags(task, preset, set_ or []),
     }
     build_config(task, config, set_, flags=flags)  # fail on a bad value before touching the store
-    store = LocalStore(out)
-    # Under torchrun every rank runs this command: rank 0 plans, the others follow it.
-    with distributed_from_env() as dist:
+    # Under torchrun every rank runs this command: rank 0 takes the run (its lock, held
+    # until training ends) and plans it under the lock; the others follow the plan.
+    with distributed_from_env() as dist, contextlib.ExitStack() as held:
         try:
-            plan = dist.on_main(lambda: plan_run(store, task, run_id, resume))
-            plan = RunPlan(**dist.broadcast_json(asdict(plan) if plan else None))
+            claimed = dist.on_main(
+                lambda: held.enter_context(claim_run(LocalStore(out), task, run_id, resume))
+            )
+            summary = dist.broadcast_json(claimed[0].summary() if claimed else None)
+            plan, store = claimed or (RunPlan.follow(summary), LocalStore(out))
             cfg = build_config(task, config, set_, plan.saved_config, flags=flags)
             if not json_ and dist.is_main:
                 console.print(
                     f"[bold]{plan.run_id}[/]: {plan.reason} → {store.root}", highlight=False
                 )
-            result = _run(cfg, store, plan.run_id, progress, nproc, dist)
+            result = _run(cfg, store, plan, progress, nproc, dist)
         except TinycatsError:
             if dist.is_main:
                 raise
@@ -126,19 +130,23 @@ def train_command(
 def _run(
     cfg: TrainConfig,
     store: Store,
-    run_id: str,
+    plan: RunPlan,
     progress: bool | None,
     nproc: int,
     dist: Distributed,
 ) -> TrainResult:
-    """Train in this process (alone, or as one rank under torchrun) or launch `nproc` ranks."""
+    """Train in this process (alone, or as one rank under torchrun) or launch `nproc` ranks
+    (which load the planned checkpoint themselves)."""
     from tinycats.errors import ConfigError
     from tinycats.train import PreemptionGuard, run_training
     from tinycats.train.launch import RankFailed, RankJob, launch_training
 
+    run_id = plan.run_id
     with PreemptionGuard() as guard:
         if nproc == 1:
-            return run_training(cfg, store, run_id, guard=guard, progress=progress, dist=dist)
+            return run_training(
+                cfg, store, run_id, resume=plan.resume, guard=guard, progress=progress, dist=dist
+            )
         if dist.enabled:
             raise ConfigError(
                 "--nproc launches the ranks itself; do not also run it under torchrun"

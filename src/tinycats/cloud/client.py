@@ -102,7 +102,8 @@ def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | N
 
 def check_not_live(config: TrainConfig, run_id: str, kv: Any = None) -> None:
     """Refuse to launch a run that a live call is training (its lease), before any GPU."""
-    from tinycats.cloud.lease import RunBusy, RunLease
+    from tinycats.cloud.lease import RunLease
+    from tinycats.storage.run_lock import RunBusy
 
     if kv is None:
         import modal

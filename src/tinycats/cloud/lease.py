@@ -6,7 +6,9 @@ that is alive in a detached call. A file on the volume cannot arbitrate that (th
 volume has no atomic create across containers, and concurrent writers of one file are
 last-writer-wins: `_Volume` docstring), so the lease lives in a `modal.Dict`, whose
 `put(key, value, skip_if_exists=True)` is an atomic create that says whether it won
-(modal 1.6.4 dict.py `_Dict.put`, `DictUpdateRequest(if_not_exists=...)`).
+(modal 1.6.4 dict.py `_Dict.put`, `DictUpdateRequest(if_not_exists=...)`). It is the
+cloud implementation of `storage.run_lock.RunWriter` (acquire, fence, release), the
+protocol the local lock file implements on one machine.
 
 The protocol needs nothing else. Holders are generations `<run>#<n>`; the live lease
 is the newest generation that is neither released nor expired. To take the run, a
@@ -29,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tinycats.errors import ConfigError, StorageError
+from tinycats.storage.run_lock import LeaseLost, RunBusy
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,6 @@ class KeyValue(Protocol):
     def get(self, key: Any, default: Any = None) -> Any: ...
 
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool: ...
-
-
-class RunBusy(ConfigError):
-    """The run is being trained by another live call: a user error, never retried."""
-
-
-class LeaseLost(StorageError):
-    """This container's lease expired and another took the run: it must not publish."""
 
 
 class RunLease:
@@ -155,18 +149,3 @@ class RunLease:
 
         self._beat = threading.Thread(target=beat, name="run-lease", daemon=True)
         self._beat.start()
-
-
-class FencedStore:
-    """A Store whose commits first check the lease: a container that lost its run publishes
-    nothing more (background commits aside, which nothing can stop)."""
-
-    def __init__(self, store: Any, lease: RunLease) -> None:
-        self.store, self.lease, self.root = store, lease, store.root
-
-    def commit(self) -> None:
-        self.lease.fence()
-        self.store.commit()
-
-    def reload(self) -> None:
-        self.store.reload()

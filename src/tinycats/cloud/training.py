@@ -41,11 +41,12 @@ from typing import Any
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
 from tinycats.cloud.jobs import require_prepared, returns_user_errors
-from tinycats.cloud.lease import FencedStore, RunLease
+from tinycats.cloud.lease import RunLease
 from tinycats.cloud.resources import MINUTES, attempt_budget_seconds, with_data_dir
 from tinycats.errors import ConfigError, TinycatsError
 from tinycats.storage import RunRegistry, Store, write_json_atomic
 from tinycats.storage.atomic import read_json
+from tinycats.storage.run_lock import FencedStore
 
 TIME_BUDGET_REASON = "slice time budget"
 CANCEL_REASON = "SIGUSR1"
@@ -129,6 +130,9 @@ def train_call(
     `nproc` > 1 trains data-parallel, one rank per GPU of the container (ranks.py).
     """
     from tinycats.config import resolve_config
+    from tinycats.storage import CheckpointManager
+    from tinycats.train.preemption import stop_budget_seconds
+    from tinycats.train.resume import checkpoint_config
 
     if require_gpu is not None:  # before anything is billed as GPU time
         require_gpu()
@@ -138,7 +142,10 @@ def train_call(
     outputs.reload()
     with holding(lease, run_id, outputs) as outputs:
         record = saved_run(outputs, task, run_id)
-        saved = record.get("config") if record else None
+        resume = CheckpointManager(outputs, task, run_id).load_latest()
+        # The checkpoint's own config is the truth for resuming it; the record's serves a
+        # run that stopped before its first checkpoint.
+        saved = checkpoint_config(resume) if resume else (record or {}).get("config")
         config = resolve_config(task, config_layer, saved)
         config = with_data_dir(config, data.root)
         require_prepared(data, config)
@@ -147,7 +154,7 @@ def train_call(
         print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
         slice_guard = SliceGuard(guard, deadline, clock)
         try:
-            trained = train_slice(config, outputs, run_id, slice_guard, nproc)
+            trained = train_slice(config, outputs, run_id, slice_guard, nproc, resume)
         except BaseException:
             with contextlib.suppress(Exception):  # the failure matters more than its bill
                 _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
@@ -181,13 +188,16 @@ def train_call(
     return {**result, "status": outcome}
 
 
-def train_slice(config: Any, outputs: Store, run_id: str, guard: Any, nproc: int) -> Any:
-    """The engine in this process, or `nproc` ranks launched from it (ranks.py): the same
-    result either way (rank 0's)."""
+def train_slice(
+    config: Any, outputs: Store, run_id: str, guard: Any, nproc: int, resume: Any = None
+) -> Any:
+    """The engine in this process (continuing from `resume`, already loaded), or `nproc`
+    ranks launched from it (ranks.py), which load it themselves: the same result either
+    way (rank 0's)."""
     from tinycats.train import run_training
 
     if nproc <= 1:
-        return run_training(config, outputs, run_id, guard=guard, progress=False)
+        return run_training(config, outputs, run_id, resume=resume, guard=guard, progress=False)
     from tinycats.cloud.ranks import CommitRelay
     from tinycats.train.launch import RankJob, launch_training
 
@@ -211,15 +221,6 @@ def holding(
         yield FencedStore(outputs, held)
     finally:
         held.release()
-
-
-STOP_MARGIN_S = 5.0
-"""Of Modal's grace period, what the stop leaves for the rest: the exit commit, the exit."""
-
-
-def stop_budget_seconds(config: Any) -> float:
-    """What a stop (one checkpoint and its commit) may take: the grace, less a margin."""
-    return max(1.0, config.modal.preemption_grace_s - STOP_MARGIN_S)
 
 
 def record_call(outputs: Store, run_id: str, task: str, call_id: str | None) -> None:

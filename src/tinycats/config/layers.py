@@ -86,6 +86,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set optim.lr=3e-4)")
+    if "\n" in item or "\r" in item:  # TOML would read the first line and drop the rest
+        raise ConfigError(f"--set {item!r} holds a newline; pass one key=value per --set")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -129,6 +131,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found; check the --config path") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a folder; pass a .toml file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
 

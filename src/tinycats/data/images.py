@@ -64,9 +64,8 @@ def decode_image(
                 image.load()  # a truncated file fails here, not lazily later
                 square = ImageOps.fit(to_rgb(image), (size, size), Image.Resampling.BICUBIC)
     except Image.DecompressionBombError:  # PIL's own cap (2x MAX_IMAGE_PIXELS), at open
-        if max_pixels is not None:
-            raise SkippedImage(f"more than {max_pixels:,} pixels, the limit") from None
-        raise SkippedImage("unreadable") from None
+        limit = max_pixels or 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise SkippedImage(f"more than {limit:,} pixels, the limit") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise SkippedImage("unreadable") from None
     return np.asarray(square, dtype=np.uint8)

@@ -32,6 +32,9 @@ from tinycats.data.progress import make_progress
 from tinycats.errors import DataError
 from tinycats.storage.atomic import fsync_dir, write_bytes_atomic
 
+DATA_DIR_FIX = "choose another data folder (--data-dir, or --set data.dir=PATH for train)"
+"""The fix for a data folder that cannot be used, naming the options of both commands."""
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -135,8 +138,15 @@ def read_oxford_folder(root: Path, include_other: bool) -> list[FolderItem]:
     Files named by the annotations but missing on disk are kept here (the packer counts
     them as skipped) so the manifest says how many were missing.
     """
+    if root.is_file():
+        raise DataError(
+            f"data folder {root} is a file; name a folder in Oxford layout (images/, "
+            "annotations/), or synthetic | oxford"
+        )
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; check --source / --data-dir")
+        raise DataError(
+            f"data folder {root} does not exist; check the folder passed as --data (data.source)"
+        )
     ann_dir = root / "annotations"
     missing = [f for f in ANNOTATION_FILES if not (ann_dir / f).is_file()]
     if missing:
@@ -197,7 +207,7 @@ def _check_free_space(directory: Path, needed: int, what: str) -> None:
     if needed > free:
         raise DataError(
             f"not enough disk space for {what}: needs {needed / 1e9:.2f} GB in {directory}, "
-            f"{free / 1e9:.2f} GB free; free some space or choose another --data-dir"
+            f"{free / 1e9:.2f} GB free; free some space or " + DATA_DIR_FIX
         )
 
 

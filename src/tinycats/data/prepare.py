@@ -111,7 +111,7 @@ def prepare_dataset(
         data_root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
-            f"cannot create the data dir {data_root} ({err.strerror}); choose another --data-dir"
+            f"cannot create the data dir {data_root} ({err.strerror}); " + oxford.DATA_DIR_FIX
         ) from None
     plan = _plan_source(cfg, data_root, progress, extract_dir)
     _check_classes(plan)
@@ -129,7 +129,7 @@ def prepare_dataset(
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise DataError(
-                f"disk full while packing into {data_root}; free space or choose another --data-dir"
+                f"disk full while packing into {data_root}; free space or " + oxford.DATA_DIR_FIX
             ) from None
         raise
     finally:
@@ -244,7 +244,7 @@ def _pack(plan: SourcePlan, directory: Path, cfg: DataConfig, progress: bool) ->
     if needed > free:
         raise DataError(
             f"not enough disk space to pack: needs {needed / 1e9:.2f} GB in {directory.parent}, "
-            f"{free / 1e9:.2f} GB free; free some space or choose another --data-dir"
+            f"{free / 1e9:.2f} GB free; free some space or " + oxford.DATA_DIR_FIX
         )
     shard_plan = plan_shards({s: len(v) for s, v in by_split.items() if v}, image_bytes)
     counts = {s: dict.fromkeys(plan.classes, 0) for s in SPLITS}

@@ -23,6 +23,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +63,12 @@ from tinycats.storage.manifest import (
     CheckpointInfo,
     LoadedCheckpoint,
     load_checkpoint,
+    verify_checkpoint,
 )
 from tinycats.storage.retention import (
     CheckpointRecord,
     best_steps,
+    counted_steps,
     keep_reasons,
     select_keep,
 )
@@ -76,6 +79,22 @@ if TYPE_CHECKING:
     from tinycats.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+def _files_key(
+    step_dir: Path, step: int
+) -> tuple[int, frozenset[tuple[str, int, int, int]]] | None:
+    """(step, each file's name, inode, change time and size): what any rewrite, copy or
+    restore of a checkpoint's files changes. None when the folder cannot be read."""
+    try:
+        with os.scandir(step_dir) as entries:
+            stamps = []
+            for entry in entries:
+                st = entry.stat()
+                stamps.append((entry.name, st.st_ino, st.st_ctime_ns, st.st_size))
+    except OSError:
+        return None
+    return step, frozenset(stamps)
 
 
 class CheckpointManager:
@@ -106,6 +125,7 @@ class CheckpointManager:
         self.best_mode = best_mode
         date = check_name("run date", run_date or utc_date())
         self._run_dir = run_dir_path(store, task, date, run_id)
+        self._verified: dict[tuple[int, frozenset[tuple[str, int, int, int]]], bool] = {}
 
     @property
     def run_dir(self) -> Path:
@@ -200,6 +220,11 @@ class CheckpointManager:
             entries = read_index(self.run_dir)
             entries[str(step)] = index_entry(now, metrics, manifest_stamp(final))
             write_index(self.run_dir, entries)
+        # Verified as written: the weights' hashes were read back from the disk after their
+        # fsync, the train state's taken from the very bytes written. A later change to any
+        # file changes its stamp, and the next prune verifies it again.
+        if (key := _files_key(final, step)) is not None:
+            self._verified[key] = True
         if replaced is not None:
             remove_tree(replaced)
         if publish:
@@ -251,6 +276,36 @@ class CheckpointManager:
             )
             for i in infos
         ]
+
+    def verified_records(self, infos: Sequence[CheckpointInfo]) -> list[CheckpointRecord]:
+        """`records` with the checkpoints that count as good (the newest N, the best k)
+        verified, again and again until none counted is bad: retention then decides as if
+        it had verified every checkpoint, having read only the few it counts."""
+        records = self.records(infos)
+        by_step = {i.step: i for i in infos}
+        counting = {"keep_last": self.keep_last, "keep_best": self.keep_best}
+        checked: set[int] = set()
+        while unchecked := counted_steps(records, **counting, best_mode=self.best_mode) - checked:
+            checked |= unchecked
+            bad = {step for step in unchecked if not self.verifies(by_step[step])}
+            if not bad:  # what counts is unchanged, and all of it verifies
+                break
+            records = [replace(r, verified=False) if r.step in bad else r for r in records]
+        return records
+
+    def verifies(self, info: CheckpointInfo) -> bool:
+        """Whether a checkpoint verifies (manifest, hashes, safe decoding: the rule every
+        reader applies). Remembered while none of its files changes (see `_files_key`):
+        a training run reads none of its own checkpoints back, and each other one once."""
+        key = _files_key(info.path, info.step)
+        if key is None or key not in self._verified:
+            problems = verify_checkpoint(info.path)
+            if problems:
+                log.warning("checkpoint %s does not verify: %s", info.path, problems[0])
+            if key is None:
+                return not problems
+            self._verified[key] = not problems
+        return self._verified[key]
 
     def best(self) -> CheckpointInfo | None:
         """The published checkpoint with the best `best_metric` (None if none has it).
@@ -305,7 +360,8 @@ class CheckpointManager:
 
     def keep_reasons(self, infos: Sequence[CheckpointInfo] | None = None) -> dict[int, list[str]]:
         """Which retention rules keep each step (see retention.keep_reasons)."""
-        return keep_reasons(self.records(infos), **self._policy())
+        infos = self.list() if infos is None else infos
+        return keep_reasons(self.verified_records(infos), **self._policy())
 
     def plan_prune(self) -> tuple[list[CheckpointInfo], list[CheckpointInfo]]:
         """(kept, to delete) under the retention policy, without touching anything.
@@ -323,7 +379,7 @@ class CheckpointManager:
         with gc_paused():  # one record per checkpoint, no cycles (see gc_paused)
             confirmed = listing is not None
             listing = listing or scan_run(self.run_dir)
-            records = self.records(listing.infos)
+            records = self.verified_records(listing.infos)
             keep = select_keep(records, **self._policy())
             kept = [i for i in listing.infos if i.step in keep]
             doomed = [i for i in listing.infos if i.step not in keep]

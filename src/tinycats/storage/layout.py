@@ -25,6 +25,9 @@ INDEX_FILE = "index.json"
 TRASH_MARK = ".trash-"
 STEP_RE = re.compile(r"^step_(\d{8,})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_NAME = 128
+"""Longest run id or task name: a folder name, plus the suffixes of its temporary files,
+must stay under the 255 bytes a file name may have."""
 
 
 def step_dir_name(step: int) -> str:
@@ -39,9 +42,11 @@ def parse_step(name: str) -> int | None:
 
 def check_name(kind: str, value: str) -> str:
     """`value` if it is safe as one path component (no separators, no '..'), else an error."""
-    if not NAME_RE.match(value) or value in (".", ".."):
+    if not NAME_RE.match(value) or value in (".", "..") or len(value) > MAX_NAME:
+        shown = value if len(value) <= 40 else f"{value[:20]}...({len(value)} characters)"
         raise CheckpointError(
-            f"invalid {kind} {value!r}; use letters, digits, '-', '_' and '.' only"
+            f"invalid {kind} {shown!r}; use up to {MAX_NAME} letters, digits, '-', '_' and "
+            "'.', starting with a letter or digit"
         )
     return value
 
@@ -55,8 +60,31 @@ def run_dir_path(store: Store, task: str, date: str, run_id: str) -> Path:
     return store.root / CHECKPOINTS_DIR / task / date / run_id
 
 
+def is_dir(path: Path | str) -> bool:
+    """Whether `path` is a folder; False (not an error) for a name too long to exist."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
+def checked_run_dir(path: Path | str) -> Path:
+    """A folder the user named as a run folder, if it is laid out as one
+    (`checkpoints/<task>/<date>/<run_id>`); else a CheckpointError saying what to pass."""
+    resolved = Path(path).resolve()
+    if len(resolved.parents) < 4 or resolved.parents[2].name != CHECKPOINTS_DIR:
+        raise CheckpointError(
+            f"{path} is not a run folder (checkpoints/<task>/<date>/<run_id>); pass a run "
+            "id (see `tinycats ckpt ls`) or a run folder"
+        )
+    return resolved
+
+
 def find_run_dir(store: Store, run_id: str, task: str | None = None) -> Path | None:
-    """The run's folder `checkpoints/<task>/<date>/<run_id>/`, whatever its date; None if absent."""
+    """The run's folder `checkpoints/<task>/<date>/<run_id>/`, whatever its date; None if
+    absent (or if `run_id` cannot be one: a path or a name too long)."""
+    if not NAME_RE.match(run_id) or len(run_id) > MAX_NAME:
+        return None
     base = store.root / CHECKPOINTS_DIR
     pattern = f"{task or '*'}/*/{run_id}"
     found = sorted(p for p in base.glob(pattern) if p.is_dir())

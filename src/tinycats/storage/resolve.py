@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 from tinycats.errors import CheckpointError
-from tinycats.storage.layout import CHECKPOINTS_DIR, find_run_dir, parse_step, read_pointer
+from tinycats.storage.layout import CHECKPOINTS_DIR, find_run_dir, is_dir, parse_step, read_pointer
 from tinycats.storage.listing import list_checkpoints
-from tinycats.storage.manifest import META_FILE, CheckpointInfo, iter_checked_files, read_meta
+from tinycats.storage.manifest import META_FILE, CheckpointInfo, read_meta, verify_checkpoint
 from tinycats.storage.retention import CheckpointRecord, best_steps
 from tinycats.storage.store import Store
 
@@ -24,15 +24,16 @@ def resolve_checkpoint(store: Store, ref: str, which: str = "latest") -> Path:
     """A verified step folder from a run id, a run folder or a step folder.
 
     `which` ("latest" or "best") applies to runs; a step folder is taken as given.
-    Hashes are checked here; decoding happens when the caller loads it.
+    A candidate counts when it verifies as a resume would load it (manifest, hashes and
+    safe decoding), so every reader passes over the same damaged checkpoints.
     """
     if which not in ("latest", "best"):
         raise CheckpointError(f"which={which!r}; choose latest or best")
     path = Path(ref)
-    if path.is_dir() and ((path / META_FILE).exists() or parse_step(path.name) is not None):
+    if is_dir(path) and ((path / META_FILE).exists() or parse_step(path.name) is not None):
         candidates = [path]
     else:
-        run_dir = path if path.is_dir() else find_run_dir(store, ref)
+        run_dir = path if is_dir(path) else find_run_dir(store, ref)
         if run_dir is None:
             raise CheckpointError(
                 f"no run or checkpoint folder {ref!r} in {store.root / CHECKPOINTS_DIR}; "
@@ -49,11 +50,7 @@ def resolve_checkpoint(store: Store, ref: str, which: str = "latest") -> Path:
             candidates = [i.path for i in newest]
     problems: list[str] = []
     for candidate in candidates:
-        try:
-            doc = read_meta(candidate)
-            found = [p for _, _, p in iter_checked_files(candidate, doc) if p is not None]
-        except CheckpointError as err:
-            found = [str(err)]
+        found = verify_checkpoint(candidate)  # the rule resume and retention apply too
         if not found:
             return candidate
         log.warning("skipping checkpoint %s: %s", candidate, found[0])

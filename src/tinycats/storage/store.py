@@ -47,7 +47,15 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.root.is_file():
+                raise StorageError(f"--out {self.root} is a file; pass a folder for the outputs")
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(
+                f"cannot create the output folder {self.root} ({err.strerror}); pass --out "
+                "a writable folder"
+            ) from None
 
     def commit(self) -> None:
         # Files and their directories are fsynced as they are written (storage.atomic);

@@ -2,7 +2,7 @@
 
 from tinycats.train.engine import TrainResult
 from tinycats.train.preemption import PreemptionGuard
-from tinycats.train.resume import RunPlan, plan_run
+from tinycats.train.resume import RunPlan, claim_run
 from tinycats.train.run import run_training
 
-__all__ = ["PreemptionGuard", "RunPlan", "TrainResult", "plan_run", "run_training"]
+__all__ = ["PreemptionGuard", "RunPlan", "TrainResult", "claim_run", "run_training"]

@@ -38,6 +38,7 @@ from tinycats.config import TrainConfig
 from tinycats.errors import CheckpointError
 from tinycats.models.ema import EMA
 from tinycats.storage import CheckpointManager, LoadedCheckpoint, RunRegistry, Store
+from tinycats.storage.layout import step_dir_name
 from tinycats.storage.metrics_log import METRICS_FILE, MetricsLog
 from tinycats.train.async_checkpoint import AsyncCheckpointer
 from tinycats.train.batches import EpochBatches, TrainingData, validation_loader
@@ -282,7 +283,7 @@ class Trainer:
             self.registry.finish(
                 self.run_id,
                 status,
-                step=self.step,
+                step=latest.step if latest else 0,
                 metrics=metrics,
                 preempted_by=(self.guard.reason or PEER_STOP) if status == "preempted" else None,
                 best_checkpoint=str(best.path) if best else None,
@@ -301,8 +302,10 @@ class Trainer:
         )
 
     def _record_failure(self, err: BaseException) -> None:
-        """Whatever was committed stays; the record says how the run ended. A second
-        Ctrl-C is an interruption the user can resume from, not a failure."""
+        """Whatever was committed stays; the record says how the run ended and what was
+        committed (`step` is the newest published checkpoint's, not the step the loop had
+        reached: after a failed save those differ). A second Ctrl-C is an interruption
+        the user can resume from, not a failure."""
         status = "preempted" if isinstance(err, KeyboardInterrupt) else "failed"
         with contextlib.suppress(Exception):
             self.writer.close()
@@ -311,7 +314,17 @@ class Trainer:
         with contextlib.suppress(Exception):
             self.metrics.close(status)
         with contextlib.suppress(Exception):
-            self.registry.finish(self.run_id, status, step=self.step, error=repr(err)[:500])
+            committed = self.checkpoints.latest_step()
+            self.registry.finish(
+                self.run_id,
+                status,
+                step=committed or 0,
+                stopped_at_step=self.step,
+                latest_checkpoint=str(self.checkpoints.run_dir / step_dir_name(committed))
+                if committed is not None
+                else None,
+                error=repr(err)[:500],
+            )
             self.store.commit()
 
     # ---- checkpoint state -------------------------------------------------------------

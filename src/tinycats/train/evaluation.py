@@ -201,6 +201,8 @@ def load_image_uint8(
 ) -> torch.Tensor:
     """Any image PIL reads (a path or an uploaded stream) → (3, S, S) uint8, exactly as
     evaluation sees a stored image (its central `crop`, resized to `size`)."""
+    if isinstance(source, Path) and source.is_dir():
+        raise DataError(f"image {source} is a folder; pass image files (e.g. {source}/*.jpg)")
     if isinstance(source, Path) and not source.is_file():
         raise DataError(f"image {source} not found; check the path")
     try:

@@ -29,10 +29,8 @@ FORMAT_VERSION = 1
 def is_export_dir(path: Path) -> bool:
     """Whether `path` is a folder written by `tinycats export hf` (by its config.json)."""
     config = Path(path) / CONFIG_FILE
-    if not config.is_file():
-        return False
     try:
-        return json.loads(config.read_text()).get("format") == FORMAT
+        return config.is_file() and json.loads(config.read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

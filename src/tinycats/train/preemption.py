@@ -12,9 +12,20 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
-PREEMPTION_GRACE_SECONDS = 20
-"""Budget from the signal to a committed checkpoint and a clean exit (Modal allows ~30 s)."""
+if TYPE_CHECKING:
+    from tinycats.config import TrainConfig
+
+STOP_MARGIN_S = 5.0
+"""Of Modal's grace period, what the stop leaves for the rest: the exit commit, the exit."""
+
+
+def stop_budget_seconds(config: TrainConfig) -> float:
+    """What a stop may take, from the signal to a committed checkpoint: Modal's grace
+    (`modal.preemption_grace_s`, SIGINT to SIGKILL) less a margin. The same bound holds
+    locally (tests/test_stop_on_time.py), where nothing kills a slow stop."""
+    return max(1.0, config.modal.preemption_grace_s - STOP_MARGIN_S)
 
 
 class PreemptionGuard:

@@ -50,21 +50,25 @@ def build_trainer(
     store: Store,
     run_id: str,
     *,
+    resume: LoadedCheckpoint | None = None,
     guard: PreemptionGuard | None = None,
     progress: bool | None = None,
     device: torch.device | None = None,
     dist: Distributed | None = None,
 ) -> Trainer:
-    """Prepare the data, load the run's last committed checkpoint (if any) and build the
-    model: a ready Trainer.
+    """Prepare the data, the checkpoint to continue from and the model: a ready Trainer.
 
-    Under data parallelism rank 0 prepares the data before the others open it, and picks
-    the checkpoint every rank then loads, so all restore the same one.
+    The checkpoint is `resume` when the caller loaded it (train.resume does, under the
+    run's lock), else the run's newest that verifies. Under data parallelism rank 0
+    prepares the data before the others open it, and picks the checkpoint every rank then
+    loads, so all restore the same one.
     """
     require_trackers(config)  # before the data: a missing library is a one-line fix
     dist = dist or Distributed()
     data = dist.main_first(lambda: load_training_data(config, store.root))
-    resume = dist.same_checkpoint(CheckpointManager.from_config(store, config.task, run_id, config))
+    if resume is None:
+        manager = CheckpointManager.from_config(store, config.task, run_id, config)
+        resume = dist.same_checkpoint(manager)
     model, config = build_model(config, len(data.classes), resume)
     return Trainer(
         config,
@@ -85,14 +89,18 @@ def run_training(
     store: Store,
     run_id: str,
     *,
+    resume: LoadedCheckpoint | None = None,
     guard: PreemptionGuard | None = None,
     progress: bool | None = None,
     dist: Distributed | None = None,
 ) -> TrainResult:
-    """Train `run_id` to `config.optim.max_steps`, continuing from its last committed checkpoint.
+    """Train `run_id` to `config.optim.max_steps`, continuing from `resume` or else from its
+    newest checkpoint that verifies.
 
     With `guard` requested (SIGTERM, Ctrl-C, cloud cancellation) the loop writes a
     checkpoint at the next step boundary, commits it and returns status "preempted".
     `dist` is this process's place in a data-parallel job (distributed.py); None: alone.
     """
-    return build_trainer(config, store, run_id, guard=guard, progress=progress, dist=dist).fit()
+    return build_trainer(
+        config, store, run_id, resume=resume, guard=guard, progress=progress, dist=dist
+    ).fit()
