@@ -113,14 +113,12 @@ def _source(data: Path | None) -> str:
     return "synthetic"
 
 
-def _config(store: Any, task: str, source: str) -> tuple[Any, str]:
-    """(the run's config, how it starts): its saved config when it exists (a resume)."""
+def _recipe(task: str, source: str, saved: dict[str, Any] | None = None) -> Any:
+    """The run's config: its recipe on the photos, over its saved config when resumed."""
     from tinycats.config import build_config
-    from tinycats.train import plan_run
 
     overrides = [*RECIPES[task], f"data.source={json.dumps(source)}"]
-    plan = plan_run(store, task, RUNS[task], "auto")
-    return build_config(task, overrides=overrides, base=plan.saved_config), plan.reason
+    return build_config(task, overrides=overrides, base=saved)
 
 
 def _prepare(store: Any, source: str) -> list[tuple[str, str]]:
@@ -129,7 +127,7 @@ def _prepare(store: Any, source: str) -> list[tuple[str, str]]:
 
     made = []
     for task in RUNS:
-        data = _config(store, task, source)[0].data
+        data = _recipe(task, source).data
         made.append(
             (f"{task} data", str(prepare_dataset(data, resolve_data_root(data, store.root))))
         )
@@ -140,24 +138,26 @@ def _train(store: Any, task: str, source: str) -> list[tuple[str, str]] | None:
     """Train one of the two runs, continue it, or skip it when it is complete; None when
     Ctrl-C stopped it (checkpointed)."""
     from tinycats.storage.layout import find_run_dir
-    from tinycats.train import PreemptionGuard, run_training
+    from tinycats.train import PreemptionGuard, claim_run, run_training
 
     run_id = RUNS[task]
-    config, reason = _config(store, task, source)
     record = _record(store, run_id)
-    if record.get("status") == "completed" and record.get("step") == config.optim.max_steps:
+    max_steps = _recipe(task, source).optim.max_steps
+    if record.get("status") == "completed" and record.get("step") == max_steps:
         console.print(f"{run_id}: done already (step {record['step']})", highlight=False)
-    else:
-        console.print(f"{run_id}: {reason}", highlight=False)
+        return [(f"{task} run", str(find_run_dir(store, run_id, task)))]
+    with claim_run(store, task, run_id, "auto") as (plan, locked):
+        config = _recipe(task, source, plan.saved_config)
+        console.print(f"{run_id}: {plan.reason}", highlight=False)
         with PreemptionGuard() as guard:
-            result = run_training(config, store, run_id, guard=guard)
-        if result.status != "completed":
-            return None
-        metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
-        console.print(
-            f"{run_id}: step {result.step} in {result.elapsed_seconds:.0f} s  {metrics}",
-            highlight=False,
-        )
+            result = run_training(config, locked, run_id, resume=plan.resume, guard=guard)
+    if result.status != "completed":
+        return None
+    metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    console.print(
+        f"{run_id}: step {result.step} in {result.elapsed_seconds:.0f} s  {metrics}",
+        highlight=False,
+    )
     return [(f"{task} run", str(find_run_dir(store, run_id, task)))]
 
 
