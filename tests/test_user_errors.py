@@ -99,6 +99,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval-read-only", ["eval", "cls", "RO"], "--out"),
     ("onnx-to-a-folder", ["export", "onnx", "cls", "-o", "{tmp}/folder"], "is a folder"),
     ("onnx-under-a-file", ["export", "onnx", "cls", "-o", "{tmp}/file.txt/m.onnx"], "-o"),
+    (
+        "int8-unknown-float-layer",
+        ["export", "onnx", "cls", "--int8", "--keep-float", "tail", "-o", "{tmp}/m.onnx"],
+        "keep_float",
+    ),
     ("sample-to-a-folder", ["sample", "gen", "-o", "{tmp}/folder"], "is a folder"),
     ("sample-under-a-file", ["sample", "gen", "-o", "{tmp}/file.txt/g.png"], "-o"),
     # -- run ids and run folders -----------------------------------------------------------------

@@ -53,11 +53,14 @@ def test_a_sampling_loop_in_onnxruntime_draws_the_pytorch_grid(
 
 
 def test_int8_is_calibrated_measured_and_recorded(classifier, store, tmp_path) -> None:
+    from tinycats.config import Int8Config
     from tinycats.deploy.quantize import export_int8
 
     output = tmp_path / "clf.int8.onnx"
-    report = export_int8(classifier, store, output, calibration_images=32)
+    settings = Int8Config(calibration_images=32, calibration_method="percentile")
+    report = export_int8(classifier, store, output, settings=settings)
     assert report.n == 40 and report.split == "test" and report.calibration_images == 32
+    assert report.scheme == settings.model_dump(mode="json")
     assert report.size_ratio < 0.35  # int8 weights: about a quarter of fp32
     assert abs(report.delta_points) <= 5.0 and report.agreement >= 0.9
     assert report.delta_points == pytest.approx(
@@ -66,6 +69,36 @@ def test_int8_is_calibrated_measured_and_recorded(classifier, store, tmp_path) -
     assert json.loads(output.with_suffix(".json").read_text()) == report.to_dict()
     assert RunRegistry(store).get("clf")["exports"]["onnx_int8"] == report.to_dict()
     assert read_metadata(output)["classes"] == classifier.classes  # the int8 file describes itself
+
+
+def float_weighted(path: Path) -> set[str]:
+    """Names of the Conv/Gemm nodes of an ONNX file whose weights are float initialisers
+    (a quantised one reads them through DequantizeLinear, or is a QLinear* node)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in floats}
+
+
+@pytest.mark.parametrize("quant_format", ["qdq", "qoperator"])
+def test_layers_kept_float_stay_float_in_the_int8_graph(classifier, tmp_path, quant_format) -> None:
+    from tinycats.config import Int8Config
+    from tinycats.deploy.onnx_export import export_classifier_onnx
+    from tinycats.deploy.onnx_run import OrtClassifier
+    from tinycats.deploy.quantize import quantize_int8
+
+    fp32 = tmp_path / "fp32.onnx"
+    export_classifier_onnx(classifier, fp32)
+    assert {"/conv1/Conv", "/fc/Gemm"} <= float_weighted(fp32)  # the names the exporter gives
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    for keep, expected in (([], set()), (["stem", "head"], {"/conv1/Conv", "/fc/Gemm"})):
+        settings = Int8Config(quant_format=quant_format, keep_float=keep, calibration_images=16)
+        int8 = tmp_path / f"int8-{len(keep)}.onnx"
+        quantize_int8(fp32, int8, images, settings)
+        assert float_weighted(int8) == expected
+        logits = OrtClassifier(int8).logits(images)
+        assert np.abs(logits - OrtClassifier(fp32).logits(images)).max() < 1.0  # still the model
 
 
 def test_latency_rows_cover_every_variant_and_batch(classifier, store) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -17,6 +17,9 @@ from tinycats.cli.common import (
     print_json,
 )
 from tinycats.cli.infer import load_for
+from tinycats.config import Int8Config
+
+_INT8 = Int8Config()
 
 app = typer.Typer(
     help="Export a trained model: ONNX (int8), Hugging Face, a web demo.", no_args_is_help=True
@@ -40,25 +43,40 @@ def onnx_command(
     ] = False,
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=1, help="Training photos to calibrate on.")
-    ] = 128,
+    ] = _INT8.calibration_images,
+    calibration_method: Annotated[
+        Literal["minmax", "entropy", "percentile"],
+        typer.Option("--calibration-method", help="How activation ranges are chosen."),
+    ] = _INT8.calibration_method,
+    keep_float: Annotated[
+        str,
+        typer.Option(
+            "--keep-float",
+            help="Comma-separated layers left in float: stem (first conv), head (fc); '' = none.",
+        ),
+    ] = ",".join(_INT8.keep_float),
     out: OutOption = DEFAULT_OUT_PATH,
     json_: JsonOption = False,
 ) -> None:
     """Export a classifier or the DiT network to ONNX (dynamic batch), checked with onnxruntime."""
+    from tinycats.config import int8_config
     from tinycats.deploy.onnx_export import export_trained_onnx
     from tinycats.errors import ConfigError
     from tinycats.storage import LocalStore
     from tinycats.train.inference import load_trained_model
 
+    settings = int8_config(  # a bad value fails before the model loads
+        calibration_images=calibration_images,
+        calibration_method=calibration_method,
+        keep_float=[layer.strip() for layer in keep_float.split(",") if layer.strip()],
+    )
     trained = load_trained_model(LocalStore(out), ref)
     if int8:
         if trained.config.task != "classifier":
             raise ConfigError("--int8 quantises the classifier; export the DiT without --int8")
         from tinycats.deploy.quantize import export_int8
 
-        report = export_int8(
-            trained, LocalStore(out), output, calibration_images=calibration_images
-        )
+        report = export_int8(trained, LocalStore(out), output, settings=settings)
         if json_:
             print_json({"output": str(output), **report.to_dict()})
             return

@@ -3,11 +3,13 @@
 - tasks.py: the task registry (`TASKS`): defaults, model and trainer of each task.
 - schema.py: every section of a run's `TrainConfig`, validated where it is defined.
 - serve.py: the inference server's `ServeConfig` (not part of a run).
+- int8.py: the int8 export's `Int8Config` (not part of a run).
 - layers.py: files (`extends`), `--set` and named flags as raw layers, merged.
 - loading.py: `build_config` / `resolve_config`: layers → a validated `TrainConfig`.
 - paths.py: where the local Store lives by default.
 """
 
+from tinycats.config.int8 import Int8Config, int8_config
 from tinycats.config.layers import (
     apply_overrides,
     flatten,
@@ -42,6 +44,7 @@ __all__ = [
     "ClassifierConfig",
     "DataConfig",
     "DiTConfig",
+    "Int8Config",
     "ModalConfig",
     "OptimConfig",
     "RetentionConfig",
@@ -53,6 +56,7 @@ __all__ = [
     "build_config",
     "default_out_dir",
     "flatten",
+    "int8_config",
     "layered_config",
     "merge_layers",
     "read_config_file",

@@ -192,18 +192,20 @@ def bench_trained(
     dit_steps: int = DIT_STEPS,
 ) -> list[LatencyRow]:
     """Export, quantise (calibrated on the run's training photos) and time trained models."""
+    from tinycats.config import Int8Config
     from tinycats.deploy.onnx_export import export_classifier_onnx, export_dit_network_onnx
-    from tinycats.deploy.quantize import CALIBRATION_IMAGES, evenly_spaced, quantize_int8
+    from tinycats.deploy.quantize import evenly_spaced, quantize_int8
     from tinycats.train.evaluation import eval_dataset
 
     rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory() as scratch:
         if classifier is not None:
             train, _ = eval_dataset(classifier, store, "train")
-            images = evenly_spaced(train, CALIBRATION_IMAGES)
+            settings = Int8Config()  # the scheme `export onnx --int8` writes
+            images = evenly_spaced(train, settings.calibration_images)
             fp32, int8 = Path(scratch) / "classifier.onnx", Path(scratch) / "int8.onnx"
             export_classifier_onnx(classifier, fp32)
-            quantize_int8(fp32, int8, images)
+            quantize_int8(fp32, int8, images, settings)
             rows += bench_classifier(
                 classifier.model, fp32, int8, images, batches=batches, rounds=rounds
             )
