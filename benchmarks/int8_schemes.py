@@ -5,7 +5,9 @@ position: even ones are the calibration pool, odd ones are held out. Every schem
 calibrated on photos evenly spaced over the pool and judged on the held-out half against
 the fp32 model, side by side: top-1 of both, their agreement (the share of photos whose
 top-1 is the same) and the mean total-variation distance between the two models'
-probabilities (finer than agreement: it moves before a top-1 flips). The test split is
+probabilities (finer than agreement: it moves before a top-1 flips), and the time a
+photo takes (a rough guide on a shared host: benchmarks/inference_latency.py times
+side by side). The test split is
 never read: the scheme chosen here becomes `Int8Config`'s default, and `tinycats export
 onnx RUN --int8` then measures it on the test split once.
 
@@ -82,22 +84,27 @@ def screen(
 ) -> None:
     """Quantise with each scheme and print its figures beside the fp32 model's."""
     pool, held_out, held_labels = images[0::2], images[1::2], labels[1::2]
+    started = time.perf_counter()
     reference = all_logits(OrtClassifier(fp32_path), held_out)
+    fp32_ms = 1e3 * (time.perf_counter() - started) / len(held_out)
     fp32_top1, fp32_probs = reference.argmax(axis=1), softmax(reference)
     print(
         f"calibration pool: {len(pool)} training photos; held out: {len(held_out)}; "
-        f"fp32 top-1 on the held-out photos {(fp32_top1 == held_labels).mean():.2%}"
+        f"fp32 top-1 on the held-out photos {(fp32_top1 == held_labels).mean():.2%}, "
+        f"{fp32_ms:.1f} ms a photo (batches of {BATCH}, the run's mirror averaging included)"
     )
     print(
         f"{'scheme':<30} {'calib':>5} {'int8 top-1':>10} {'Δ points':>9} {'agree':>7} "
-        f"{'mean TV':>8} {'MB':>6} {'quantise s':>10}"
+        f"{'mean TV':>8} {'MB':>6} {'ms/photo':>8} {'quantise s':>10}"
     )
     for name, settings in candidates.items():
         path = scratch / f"{name.replace(' ', '_')}.onnx"
         started = time.perf_counter()
         quantize_int8(fp32_path, path, evenly(pool, settings.calibration_images), settings)
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
         logits = all_logits(OrtClassifier(path), held_out)
+        ms = 1e3 * (time.perf_counter() - started) / len(held_out)
         top1 = logits.argmax(axis=1)
         delta = 100 * ((top1 == held_labels).mean() - (fp32_top1 == held_labels).mean())
         tv = 0.5 * np.abs(softmax(logits) - fp32_probs).sum(axis=1).mean()
@@ -105,7 +112,7 @@ def screen(
             f"{name:<30} {min(settings.calibration_images, len(pool)):>5} "
             f"{(top1 == held_labels).mean():>10.2%} {delta:>+9.2f} "
             f"{(top1 == fp32_top1).mean():>7.2%} {tv:>8.4f} "
-            f"{path.stat().st_size / 1e6:>6.1f} {seconds:>10.1f}",
+            f"{path.stat().st_size / 1e6:>6.1f} {ms:>8.1f} {seconds:>10.1f}",
             flush=True,
         )
 

@@ -72,6 +72,60 @@ def test_classify_page_gives_predicts_top_breeds(site, page, classifier, photos)
     assert page.errors == []
 
 
+PREPARED_JS = """async (name) => {
+  const { prepareImage } = await import('./preprocess.mjs');
+  const { loadManifest } = await import('./common.mjs');
+  const pre = (await loadManifest()).classifier.preprocessing;
+  const blob = await (await fetch(name)).blob();
+  return Array.from(await prepareImage(blob, pre));
+}"""
+
+
+def test_a_large_jpeg_gets_predicts_pixels_and_answer_in_the_browser(
+    site, page, classifier
+) -> None:
+    """A JPEG 20x the stored size, which PIL's draft would decode at 1/8 scale: predict
+    decodes it at full size, as Chromium does, so the page's input is predict's."""
+    import io
+
+    from PIL import Image
+
+    from tinycats.data.images import decode_image
+    from tinycats.deploy.onnx_run import normalize_uint8
+    from tinycats.train.evaluation import load_image_uint8
+
+    folder, url = site
+    height, width = 720, 960
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = 127 + 90 * np.sin(x / 7.0)[..., None] * np.cos(y / 11.0)[..., None]
+    rgb = np.clip(stripes * [1.0, 0.8, 0.5] + rng.normal(0, 25, (height, width, 3)), 0, 255)
+    photo = folder / "large.jpg"
+    Image.fromarray(rgb.astype(np.uint8)).save(photo, quality=90)
+
+    config, size, crop = classifier.config, classifier.config.eval_image_size, 1.0
+    expected = normalize_uint8(load_image_uint8(photo, config.data, size, crop)[None].numpy())
+    page.goto(url + "index.html")
+    assert wait_state(page, "ready") == "ready", page.inner_text("#status")
+    got = np.asarray(page.evaluate(PREPARED_JS, "large.jpg"), dtype=np.float32)
+    assert np.abs(got - expected.ravel()).max() < 1e-5  # the same uint8 pixels
+
+    # not vacuous: PIL's reduced-scale decoding gives visibly other pixels here
+    drafted = decode_image(io.BytesIO(photo.read_bytes()), config.data.stored_size, draft=True)
+    full = decode_image(io.BytesIO(photo.read_bytes()), config.data.stored_size, draft=False)
+    assert np.abs(drafted.astype(int) - full.astype(int)).max() >= 3
+    assert (drafted != full).mean() > 0.2
+
+    page.set_input_files("#picker", str(photo))
+    assert wait_state(page, "done") == "done", page.inner_text("#status")
+    top = json.loads(page.get_attribute("#results", "data-top"))
+    [answer] = predict_images(classifier, [photo])
+    assert [t["breed"] for t in top] == [t["breed"] for t in answer["top"]]
+    for mine, theirs in zip(top, answer["top"], strict=True):
+        assert mine["probability"] == pytest.approx(theirs["probability"], abs=2e-4)
+    assert page.errors == []
+
+
 def test_generate_page_draws_the_python_onnx_grid_for_a_seed(site, page, generator) -> None:
     folder, url = site
     page.goto(url + "generate.html")
@@ -135,8 +189,8 @@ import('{module}').then((m) => {{
 def test_the_pages_pixels_are_predicts_to_the_pixel(
     tmp_path, width, height, stored, crop, size
 ) -> None:
-    """site/resample.mjs against decode_image + central_box + resize_crop on a PNG (for a
-    JPEG, PIL's draft decoding at a reduced scale is the one step a page cannot repeat)."""
+    """site/resample.mjs against decode_image + central_box + resize_crop on a PNG (the
+    decoding itself: test_a_large_jpeg_gets_predicts_pixels_and_answer_in_the_browser)."""
     import io
 
     from PIL import Image

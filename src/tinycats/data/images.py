@@ -41,13 +41,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    source: Path | BinaryIO, size: int, *, max_pixels: int | None = None
+    source: Path | BinaryIO, size: int, *, max_pixels: int | None = None, draft: bool = True
 ) -> np.ndarray:
     """(size, size, 3) uint8: the central square of the photo, resized to `size`.
 
     `source` is a file path or an open binary stream (an upload). `draft` lets libjpeg
     decode at 1/2, 1/4 or 1/8 scale when the photo is much larger than needed, which is
-    most of the decoding cost for the Oxford photos. With `max_pixels`, a picture whose
+    most of the decoding cost when a dataset is prepared. Inference turns it off: a
+    browser cannot decode at a reduced scale, and the web page must see the pixels
+    `tinycats predict` sees (a full decode is the same in both, to the pixel). With
+    `max_pixels`, a picture whose
     header claims more pixels is refused before any pixel is decoded (a decompression
     bomb: a few kilobytes of PNG can claim gigabytes of pixels).
     """
@@ -60,7 +63,8 @@ def decode_image(
                 width, height = image.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise SkippedImage(f"{width}x{height} pixels, over the limit of {max_pixels:,}")
-                image.draft("RGB", (size, size))
+                if draft:
+                    image.draft("RGB", (size, size))
                 image.load()  # a truncated file fails here, not lazily later
                 square = ImageOps.fit(to_rgb(image), (size, size), Image.Resampling.BICUBIC)
     except Image.DecompressionBombError:  # PIL's own cap (2x MAX_IMAGE_PIXELS), at open

@@ -199,14 +199,16 @@ def load_image_uint8(
     *,
     max_pixels: int | None = None,
 ) -> torch.Tensor:
-    """Any image PIL reads (a path or an uploaded stream) → (3, S, S) uint8, exactly as
-    evaluation sees a stored image (its central `crop`, resized to `size`)."""
+    """Any image PIL reads (a path or an uploaded stream) → (3, S, S) uint8, as evaluation
+    sees a stored image (its central `crop`, resized to `size`). Decoded at full size, as a
+    browser decodes it, so the web page gets these very pixels; the stored images of a
+    JPEG over twice the stored size were decoded at a reduced scale (`decode_image`)."""
     if isinstance(source, Path) and source.is_dir():
         raise DataError(f"image {source} is a folder; pass image files (e.g. {source}/*.jpg)")
     if isinstance(source, Path) and not source.is_file():
         raise DataError(f"image {source} not found; check the path")
     try:
-        square = decode_image(source, data.stored_size, max_pixels=max_pixels)
+        square = decode_image(source, data.stored_size, max_pixels=max_pixels, draft=False)
     except SkippedImage as err:  # (stored, stored, 3) RGB centre square above, else:
         name = f"image {source}" if isinstance(source, Path) else "the uploaded image"
         if err.reason == "unreadable":

@@ -1,9 +1,9 @@
 // A photo → the classifier's input, exactly the steps of `tinycats predict`: its pixels
 // (resample.mjs: the central square at stored_size, its central crop at image_size, with
 // Python's own filters, to the pixel), then RGB / 255, minus the ImageNet mean, over its
-// std, as NCHW float32. What still differs:
-// a JPEG much larger than stored_size, which PIL decodes at 1/2, 1/4 or 1/8 scale
-// (libjpeg's scaled IDCT, `draft`) and the browser decodes at full size.
+// std, as NCHW float32. A JPEG is decoded at full size on both sides (predict does not
+// use PIL's reduced-scale `draft` decoding, which a browser cannot repeat), and Chromium's
+// full decode is PIL's to the pixel (tests/deploy/test_deploy_web.py).
 import { predictPixels } from './resample.mjs';
 
 // The decoded pixels, as they are in the file: no EXIF rotation and no colour profile
