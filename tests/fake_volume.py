@@ -199,6 +199,14 @@ class FakeContainer:
 
     # -- helpers for tests -------------------------------------------------------------------------
 
+    def unpublished(self) -> list[str]:
+        """Files added, changed or deleted under the mount since it last synced or published:
+        what its exit commit would publish."""
+        current = _signature(self.path)
+        return sorted(
+            p for p in current.keys() | self._base.keys() if current.get(p) != self._base.get(p)
+        )
+
     def open(self, path: Path | str, mode: str = "r") -> IO[Any]:
         """Open a file under the mount and remember it for `close_all`."""
         handle = open(self.path / path, mode)  # noqa: SIM115 - the caller owns the handle

@@ -374,6 +374,52 @@ def test_a_continuation_is_spawned_with_the_runs_own_settings(app_module, monkey
     run_config = build_config(
         "dit", overrides=["modal.gpu='H100'", "modal.timeout_minutes=90", "retries.max_retries=1"]
     )
-    assert m.spawn_continuation("dit", "r", run_config) == "fc-next"
+    assert m.spawn_continuation(m.Trainer, "dit", "r", run_config) == "fc-next"
     assert seen["gpu"] == "H100" and seen["timeout"] == 90 * 60
     assert seen["retries"].max_retries == 1 and seen["args"] == ("dit", {}, "r")
+
+
+def test_a_cluster_costs_its_containers() -> None:
+    one = pricing.estimate("H100:8", cpu=8.0, memory_mb=65536, seconds=3600)
+    two = pricing.estimate("H100:8", cpu=8.0, memory_mb=65536, seconds=3600, nodes=2)
+    assert one.gpu_usd == pytest.approx(8 * 3.9492) and two.nodes == 2
+    assert two.gpu_usd == pytest.approx(2 * one.gpu_usd)
+    assert two.host_usd == pytest.approx(2 * one.host_usd)
+    assert two.total_usd == pytest.approx(2 * one.total_usd)
+
+
+def test_nodes_build_a_clustered_trainer_of_whole_hosts(app_module, monkeypatch) -> None:
+    """`modal.nodes=2` adds ClusterTrainer: `@modal.clustered(size=2, rdma=...)` under
+    `@app.cls(gpu="H100:8")`, one method; the App without nodes has none."""
+    built: dict[str, dict] = {}
+    from_local = modal._functions._Function._from_local
+
+    def spy(info, *args, **kwargs):
+        built[info.function_name] = kwargs
+        return from_local(info, *args, **kwargs)
+
+    monkeypatch.setattr(modal._functions._Function, "_from_local", staticmethod(spy))
+    cfg = build_config("dit", overrides=["modal.gpu='H100:8'", "modal.nodes=2", "modal.rdma=false"])
+    m = app_module(cfg.modal, cfg.retries)
+    assert built["ClusterTrainer.*"]["cluster_size"] == 2
+    assert built["ClusterTrainer.*"]["rdma"] is False
+    assert built["Trainer.*"]["cluster_size"] is None
+    spec = m.ClusterTrainer._get_class_service_function()._spec_
+    assert spec.gpus == "H100:8"
+    methods = _find_partial_methods_for_user_cls(
+        m.ClusterTrainer._get_user_cls(), _PartialFunctionFlags.CALLABLE_INTERFACE
+    )
+    assert set(methods) == {"train"}
+    assert m.trainer_class(2) is m.ClusterTrainer and m.trainer_class(1) is m.Trainer
+    with pytest.raises(ConfigError, match=r"built for modal\.nodes=2, not 3"):
+        m.trainer_class(3)
+    assert app_module(ModalConfig(), RetryConfig()).ClusterTrainer is None
+
+
+@pytest.mark.parametrize("gpu", ["T4", "H100:4", "H100:8,A100-80GB:8"])
+def test_a_cluster_refuses_containers_of_part_of_a_host(gpu: str) -> None:
+    with pytest.raises(ConfigError, match=r"every GPU of a host; set modal\.gpu to one type"):
+        build_config("dit", overrides=[f"modal.gpu='{gpu}'", "modal.nodes=2"])
+    with pytest.raises(ConfigError, match=r"modal\.nodes=0: Input should be greater than"):
+        build_config("dit", overrides=["modal.nodes=0"])
+    assert build_config("dit", overrides=["modal.gpu='A10:4'", "modal.nodes=3"]).modal.nodes == 3

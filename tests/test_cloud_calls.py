@@ -153,6 +153,30 @@ def test_a_global_batch_the_gpus_cannot_share_is_refused_before_launch(monkeypat
         client.check_run(odd, "r", "classifier")
     even = build_config("classifier", overrides=["modal.gpu='H100:4'", "optim.batch_size=32"])
     assert client.check_run(even, "r", "classifier") is None
+    cluster = ["modal.gpu='H100:8'", "modal.nodes=3", "optim.batch_size=64"]
+    with pytest.raises(ConfigError, match=r"64 does not split over the 24 GPUs of 3 containers"):
+        client.check_run(build_config("classifier", overrides=cluster), "r", "classifier")
+
+
+def test_the_estimate_of_a_cluster_counts_every_container() -> None:
+    one = client.estimate_line(build_config("dit", overrides=["modal.gpu='H100:8'"]))
+    line = client.estimate_line(
+        build_config("dit", overrides=["modal.gpu='H100:8'", "modal.nodes=2"])
+    )
+    assert "slice on a cluster of 2 × H100:8" in line
+    price = [float(text.split()[2].lstrip("$")) for text in (one, line)]
+    assert price[1] == pytest.approx(2 * price[0], abs=0.01)
+
+
+def test_cloud_train_nodes_is_validated_before_anything_starts(cli) -> None:
+    result = cli("cloud", "train", "dit", "--nodes", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid config value modal.nodes=0: Input should be greater than or equal to 1"
+    ]
+    result = cli("cloud", "train", "dit", "--nodes", "2", "--gpu", "H100:4")
+    assert result.returncode == 2 and "every GPU of a host" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch, cli) -> None:

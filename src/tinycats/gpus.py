@@ -75,10 +75,22 @@ def _parse_entry(entry: str) -> GpuRequest:
             raise ValueError(
                 f"GPU count in {entry!r} must be a whole number, e.g. H100:4"
             ) from None
-    limit = MAX_GPUS.get(name, DEFAULT_MAX_GPUS)
+    limit = gpus_per_host(name)
     if not 1 <= count <= limit:
         raise ValueError(f"GPU count in {entry!r} must be 1 to {limit} per container")
     return GpuRequest(name, count)
+
+
+def gpus_per_host(gpu_type: str) -> int:
+    """The most GPUs of a type one container can get: all of its host's."""
+    return MAX_GPUS.get(gpu_type, DEFAULT_MAX_GPUS)
+
+
+def whole_host(spec: str) -> bool:
+    """True when `spec` is one type with every GPU of its host (`H100:8`): what each
+    container of a Modal cluster must request (modal 1.6.4 `modal.clustered`)."""
+    requests = parse_gpu_spec(spec)
+    return len(requests) == 1 and requests[0].count == gpus_per_host(requests[0].type)
 
 
 def modal_gpu_argument(spec: str) -> str | list[str]:

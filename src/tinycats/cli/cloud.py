@@ -50,6 +50,14 @@ GpuOption = Annotated[
         "H100,A100-80GB for a fallback list (modal.gpu).",
     ),
 ]
+NodesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--nodes",
+        help="Containers training the run together (a Modal cluster), each with every GPU "
+        "of its host: --gpu H100:8 --nodes 2 is 16 ranks (modal.nodes).",
+    ),
+]
 TargetArgument = Annotated[
     str, typer.Argument(help="A call id (fc-..., printed by `cloud train`) or a run id.")
 ]
@@ -105,6 +113,7 @@ def _task_of(path: Path) -> str:
 def train_command(
     task: TaskArgument,
     gpu: GpuOption = None,
+    nodes: NodesOption = None,
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Continue this run (default: a new one).")
     ] = None,
@@ -123,12 +132,18 @@ def train_command(
     from tinycats.storage import new_run_id
 
     # The layer travels to the container, where a resumed run applies it over its record.
-    flags = {"modal.gpu": gpu, "optim.max_steps": max_steps, "data.source": data}
+    flags = {
+        "modal.gpu": gpu,
+        "modal.nodes": nodes,
+        "optim.max_steps": max_steps,
+        "data.source": data,
+    }
     cfg, layer = layered_config(task, config, set_, flags)
     run_id = run_id or new_run_id(cfg.task)  # fixed before the first attempt
     if not json_:
+        where = cfg.modal.gpu if cfg.modal.nodes == 1 else f"{cfg.modal.nodes} × {cfg.modal.gpu}"
         console.print(
-            f"[bold]{run_id}[/] on {cfg.modal.gpu}: {cfg.modal.timeout_minutes}-minute slices "
+            f"[bold]{run_id}[/] on {where}: {cfg.modal.timeout_minutes}-minute slices "
             f"(a longer run continues in a new call), {cfg.retries.max_retries} retries for "
             f"failures\nestimate: {client.estimate_line(cfg)}",
             highlight=False,

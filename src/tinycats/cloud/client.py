@@ -84,12 +84,15 @@ def check_run(config: TrainConfig, run_id: str, task: str) -> dict[str, Any] | N
     """The run's record from the outputs volume (None for a new run); refuses a run of
     another task, or a global batch the GPUs of one container cannot share, here, before
     a GPU is started for it."""
+    nodes = config.modal.nodes
     for request in parse_gpu_spec(config.modal.gpu):
-        if config.optim.batch_size % request.count:
+        ranks = request.count * nodes
+        if config.optim.batch_size % ranks:
+            where = f"{request}" if nodes == 1 else f"{nodes} containers of {request}"
             raise ConfigError(
                 f"optim.batch_size={config.optim.batch_size} does not split over the "
-                f"{request.count} GPUs of {request} (one data-parallel rank each); choose a "
-                f"multiple of {request.count}"
+                f"{ranks} GPUs of {where} (one data-parallel rank each); choose a "
+                f"multiple of {ranks}"
             )
     record = calls.read_remote_json(config.modal.outputs_volume, f"runs/{run_id}.json")
     if record is not None and record.get("task") != task:
@@ -125,16 +128,21 @@ def estimate_line(config: TrainConfig) -> str:
     """What one slice can cost at most, before launch (prices dated; see pricing.py)."""
     modal_cfg = config.modal
     cost = pricing.estimate(
-        modal_cfg.gpu, modal_cfg.cpu, modal_cfg.memory_mb, modal_cfg.timeout_minutes * 60
+        modal_cfg.gpu,
+        modal_cfg.cpu,
+        modal_cfg.memory_mb,
+        modal_cfg.timeout_minutes * 60,
+        modal_cfg.nodes,
     )
     if cost.total_usd is None:
         return f"no price known for {cost.gpu}; see https://modal.com/pricing"
     ranks = ""
     if any(request.count > 1 for request in parse_gpu_spec(modal_cfg.gpu)):
         ranks = " (every GPU of the container trains: one data-parallel rank each)"
+    where = cost.gpu if cost.nodes == 1 else f"a cluster of {cost.nodes} × {cost.gpu}"
     return (
         f"at most ${cost.total_usd:.2f} per {modal_cfg.timeout_minutes}-minute slice on "
-        f"{cost.gpu} (list prices of {pricing.PRICES_AS_OF}); the run record gets the "
+        f"{where} (list prices of {pricing.PRICES_AS_OF}); the run record gets the "
         f"measured GPU-seconds and cost{ranks}"
     )
 
@@ -159,7 +167,7 @@ def train(
         check_not_live(config, run_id)
     with deployed(config) as module:
         prepared = calls.outcome_of(module.prepare_data.remote(config.to_dict()))
-        trainer = _with_options(module.Trainer, config, None)()
+        trainer = _with_options(module.trainer_class(config.modal.nodes), config, None)()
         call = trainer.train.spawn(config.task, layer, run_id)
         launched = {
             "run_id": run_id,
@@ -181,10 +189,11 @@ def train(
 
 
 def local_entrypoint_train(
-    trainer_cls: Any, task: str, config_path: str, run_id: str, max_steps: int, gpu: str
+    trainer_class: Any, task: str, config_path: str, run_id: str, max_steps: int, gpu: str
 ) -> str:
     """The body of `modal run -m tinycats.cloud.modal_app`: build the config as the CLI does,
-    call the running App's Trainer and follow the run; returns the summary line."""
+    call the running App's trainer (`trainer_class(nodes)`) and follow the run; returns
+    the summary line."""
     from pathlib import Path
 
     from tinycats.config import layered_config
@@ -195,7 +204,8 @@ def local_entrypoint_train(
     config, layer = layered_config(task, file, (), flags)
     run_id = run_id or new_run_id(task)
     check_run(config, run_id, task)
-    call = _with_options(trainer_cls, config, None)().train.spawn(task, layer, run_id)
+    trainer = _with_options(trainer_class(config.modal.nodes), config, None)()
+    call = trainer.train.spawn(task, layer, run_id)
     print(f"{run_id}: call {call.object_id}; {estimate_line(config)}", flush=True)
     _, value = calls.follow(call.object_id)
     return f"{value['status']} {run_id} at step {value['step']}/{value['max_steps']}"

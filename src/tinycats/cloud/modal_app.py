@@ -11,6 +11,7 @@ long-training.py):
 4. `Trainer`: a GPU class whose container imports torch once into a memory snapshot,
    warms CUDA after restore, and trains one slice of a run: it resumes from the last
    committed checkpoint and, when its time is up, spawns its own continuation;
+   `ClusterTrainer` (when `modal.nodes` > 1) does the same on a cluster of containers;
 5. `evaluate` and `sample`: reload the outputs volume, read the run, write, commit;
 6. `main`: a local entrypoint, so `modal run -m tinycats.cloud.modal_app` trains too.
 
@@ -128,12 +129,61 @@ def import_heavy_modules() -> float:
     return time.perf_counter() - started
 
 
-def spawn_continuation(task: str, run_id: str, config: Any) -> str:
-    """Start the run's next slice as a new call, with the run's own per-call settings."""
+def spawn_continuation(trainer: Any, task: str, run_id: str, config: Any) -> str:
+    """Start the run's next slice as a new call of `trainer` (the class of this call), with
+    the run's own per-call settings."""
     options = res.call_options(config)
     options["retries"] = modal.Retries(**options["retries"])
-    call = Trainer.with_options(**options)().train.spawn(task, {}, run_id)
+    call = trainer.with_options(**options)().train.spawn(task, {}, run_id)
     return call.object_id
+
+
+def train_in_container(
+    trainer: Any, cuda: dict[str, Any], task: str, config: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """The body of a trainer's `train`: one slice of run `run_id` (see training.py for how
+    it ends) in this container, or in this container of a cluster (cluster.py).
+
+    `config` is the caller's layer (file + --set), applied over the run's saved config.
+    """
+    started = time.monotonic()  # Modal's timeout counts from the input's start
+    from tinycats.cloud.lease import RunLease
+    from tinycats.cloud.training import train_call
+    from tinycats.train import PreemptionGuard
+
+    data, outputs = stores()
+    call_id = modal.current_function_call_id()
+    nproc = cuda.get("gpus", 1)  # H100:4: four ranks, NCCL (cloud/ranks.py)
+    nodes = None
+    if trainer is not Trainer:  # a cluster's container: node `rank` of `count`
+        from tinycats.cloud.cluster import follow_call, this_node
+
+        nodes = this_node()
+    with PreemptionGuard(signals=jobs.GUARD_SIGNALS) as guard:
+        if nodes is not None and nodes.rank > 0:
+            result = follow_call(data, outputs, task, config, run_id, guard, nodes, nproc)
+        else:
+            result = train_call(
+                data,
+                outputs,
+                task,
+                config,
+                run_id,
+                guard,
+                started=started,
+                continue_run=lambda cfg: spawn_continuation(trainer, task, run_id, cfg),
+                call_id=call_id,
+                gpu=cuda.get("gpu_type"),
+                require_gpu=jobs.require_cuda,
+                lease=lambda run: RunLease(leases, run, call_id),
+                nproc=nproc,
+                nodes=nodes,
+            )
+    if result.get("status") == "cancelled":  # the runtime records a TERMINATED input
+        raise modal.exception.InputCancellation(
+            f"run {run_id} cancelled at step {result['step']}; its checkpoint is committed"
+        )
+    return result
 
 
 class TrainerBody:
@@ -150,38 +200,8 @@ class TrainerBody:
 
     @modal.method()
     def train(self, task: str, config: dict[str, Any], run_id: str) -> dict[str, Any]:
-        """One slice of run `run_id` (see training.py for how it ends).
-
-        `config` is the caller's layer (file + --set), applied over the run's saved config.
-        """
-        started = time.monotonic()  # Modal's timeout counts from the input's start
-        from tinycats.cloud.lease import RunLease
-        from tinycats.cloud.training import train_call
-        from tinycats.train import PreemptionGuard
-
-        data, outputs = stores()
-        call_id = modal.current_function_call_id()
-        with PreemptionGuard(signals=jobs.GUARD_SIGNALS) as guard:
-            result = train_call(
-                data,
-                outputs,
-                task,
-                config,
-                run_id,
-                guard,
-                started=started,
-                continue_run=lambda cfg: spawn_continuation(task, run_id, cfg),
-                call_id=call_id,
-                gpu=self.cuda.get("gpu_type"),
-                require_gpu=jobs.require_cuda,
-                lease=lambda run: RunLease(leases, run, call_id),
-                nproc=self.cuda.get("gpus", 1),  # H100:4: four ranks, NCCL (cloud/ranks.py)
-            )
-        if result.get("status") == "cancelled":  # the runtime records a TERMINATED input
-            raise modal.exception.InputCancellation(
-                f"run {run_id} cancelled at step {result['step']}; its checkpoint is committed"
-            )
-        return result
+        """One slice of run `run_id` in this container (train_in_container)."""
+        return train_in_container(Trainer, self.cuda, task, config, run_id)
 
     @modal.method()
     def ping(self) -> dict[str, Any]:
@@ -210,6 +230,39 @@ class TrainerNoSnapshot(TrainerBody):
     @modal.enter()
     def import_heavy(self) -> None:
         self.import_seconds = import_heavy_modules()
+
+
+ClusterTrainer: Any = None
+"""Defined only when `modal.nodes` > 1: a cluster's size is fixed when the App is built."""
+if MODAL_CONFIG.nodes > 1:
+
+    @app.cls(**gpu_function_options)
+    @modal.clustered(size=MODAL_CONFIG.nodes, rdma=MODAL_CONFIG.rdma)
+    class ClusterTrainer:
+        """`modal.nodes` containers, each with every GPU of its host, training one run
+        (cluster.py). A clustered class may expose one method; no memory snapshot."""
+
+        @modal.enter()
+        def start(self) -> None:
+            self.import_seconds = import_heavy_modules()
+            self.cuda = jobs.cuda_warmup()
+
+        @modal.method()
+        def train(self, task: str, config: dict[str, Any], run_id: str) -> dict[str, Any]:
+            """One slice of run `run_id` on every container of the cluster."""
+            return train_in_container(ClusterTrainer, self.cuda, task, config, run_id)
+
+
+def trainer_class(nodes: int) -> Any:
+    """The class that trains on `nodes` containers; a cluster's size is the App's own."""
+    if nodes > 1 and nodes != MODAL_CONFIG.nodes:
+        from tinycats.errors import ConfigError
+
+        raise ConfigError(
+            f"this App was built for modal.nodes={MODAL_CONFIG.nodes}, not {nodes}; launch "
+            "with `tinycats cloud train ... --nodes N`, which builds the App to match"
+        )
+    return ClusterTrainer if nodes > 1 else Trainer
 
 
 # -- 5. evaluation and sampling -------------------------------------------------------------------
@@ -244,4 +297,4 @@ def main(
     followed across its slices, as `tinycats cloud train` does (see docs/modal.md)."""
     from tinycats.cloud.client import local_entrypoint_train
 
-    print(local_entrypoint_train(Trainer, task, config, run_id, max_steps, gpu))
+    print(local_entrypoint_train(trainer_class, task, config, run_id, max_steps, gpu))

@@ -43,12 +43,14 @@ HOURS = 3600.0
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """USD for `seconds` of one container; `gpu` is the entry priced (the dearest of a list)."""
+    """USD for `seconds` of `nodes` containers (a cluster bills each); `gpu` is the entry
+    priced (the dearest of a list)."""
 
     gpu: str
     seconds: float
     gpu_usd: float | None
     host_usd: float
+    nodes: int = 1
 
     @property
     def total_usd(self) -> float | None:
@@ -67,17 +69,21 @@ def host_usd(cpu: float, memory_mb: int, seconds: float) -> float:
     return (cpu * CPU_USD_PER_CORE_SECOND + gib * MEMORY_USD_PER_GIB_SECOND) * seconds
 
 
-def estimate(gpu_spec: str, cpu: float, memory_mb: int, seconds: float) -> CostEstimate:
-    """The cost of `seconds` on the request; a fallback list is priced at its dearest entry,
-    so the estimate is an upper bound whichever GPU Modal finds."""
+def estimate(
+    gpu_spec: str, cpu: float, memory_mb: int, seconds: float, nodes: int = 1
+) -> CostEstimate:
+    """The cost of `seconds` on the request, in each of `nodes` containers (a cluster,
+    `modal.nodes`); a fallback list is priced at its dearest entry, so the estimate is an
+    upper bound whichever GPU Modal finds."""
     requests = parse_gpu_spec(gpu_spec)
     priced = [(gpu_usd(r, seconds), r) for r in requests]
     known = [(usd, r) for usd, r in priced if usd is not None]
+    host = nodes * host_usd(cpu, memory_mb, seconds)
     if len(known) < len(priced):
         unknown = next(r for usd, r in priced if usd is None)
-        return CostEstimate(str(unknown), seconds, None, host_usd(cpu, memory_mb, seconds))
+        return CostEstimate(str(unknown), seconds, None, host, nodes)
     usd, request = max(known, key=lambda item: item[0])
-    return CostEstimate(str(request), seconds, usd, host_usd(cpu, memory_mb, seconds))
+    return CostEstimate(str(request), seconds, nodes * usd, host, nodes)
 
 
 def gpu_type_of_device(device_name: str) -> str | None:

@@ -36,7 +36,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinycats.cloud import pricing
 from tinycats.cloud.calls import ledger_path
@@ -47,6 +47,9 @@ from tinycats.errors import ConfigError, TinycatsError
 from tinycats.storage import RunRegistry, Store, write_json_atomic
 from tinycats.storage.atomic import read_json
 from tinycats.storage.run_lock import FencedStore
+
+if TYPE_CHECKING:
+    from tinycats.train.launch import Nodes
 
 TIME_BUDGET_REASON = "slice time budget"
 CANCEL_REASON = "SIGUSR1"
@@ -118,6 +121,7 @@ def train_call(
     require_gpu: Callable[[], None] | None = None,
     lease: Callable[[str], RunLease] | None = None,
     nproc: int = 1,
+    nodes: Nodes | None = None,
 ) -> dict[str, Any]:
     """One call (slice) of run `run_id`: resume it from its last committed checkpoint, train
     until it completes or the slice ends, and say how it ended (see the module docstring).
@@ -127,7 +131,8 @@ def train_call(
     another command never changes a live run. `continue_run(config)` spawns the next
     call and returns its id; `require_gpu` raises when a GPU function sees no GPU;
     `lease(run_id)` makes this container the run's only writer (lease.py) for the call.
-    `nproc` > 1 trains data-parallel, one rank per GPU of the container (ranks.py).
+    `nproc` > 1 trains data-parallel, one rank per GPU of the container (ranks.py);
+    `nodes` makes this container node 0 of a cluster (cluster.py), whose rank 0 it hosts.
     """
     from tinycats.config import resolve_config
     from tinycats.storage import CheckpointManager
@@ -154,13 +159,13 @@ def train_call(
         print(f"{run_id}: {'resuming' if saved else 'new run'} (call {call_id})", flush=True)
         slice_guard = SliceGuard(guard, deadline, clock)
         try:
-            trained = train_slice(config, outputs, run_id, slice_guard, nproc, resume)
+            trained = train_slice(config, outputs, run_id, slice_guard, nproc, resume, nodes)
         except BaseException:
             with contextlib.suppress(Exception):  # the failure matters more than its bill
-                _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed")
+                _bill(outputs, run_id, config, call_id, gpu, clock() - started, "failed", nodes)
             raise
         result = asdict(trained)
-        outcome = _outcome(result, guard.reason)
+        outcome = outcome_of(result, guard.reason)
         stop_seconds = slice_guard.stop_seconds()
         if stop_seconds is not None and stop_seconds > stop_budget_seconds(config):
             print(
@@ -169,7 +174,9 @@ def train_call(
                 "(modal.preemption_grace_s); a slower stop may be killed before its commit",
                 flush=True,
             )
-        _bill(outputs, run_id, config, call_id, gpu, clock() - started, outcome, stop_seconds)
+        _bill(
+            outputs, run_id, config, call_id, gpu, clock() - started, outcome, nodes, stop_seconds
+        )
     # The lease is released here: a restart or a continuation need not wait for it.
     if outcome == "interrupted":
         raise InputInterrupted(
@@ -189,20 +196,28 @@ def train_call(
 
 
 def train_slice(
-    config: Any, outputs: Store, run_id: str, guard: Any, nproc: int, resume: Any = None
+    config: Any,
+    outputs: Store,
+    run_id: str,
+    guard: Any,
+    nproc: int,
+    resume: Any = None,
+    nodes: Nodes | None = None,
 ) -> Any:
     """The engine in this process (continuing from `resume`, already loaded), or `nproc`
-    ranks launched from it (ranks.py), which load it themselves: the same result either
-    way (rank 0's)."""
+    ranks launched from it (ranks.py) as node 0 of `nodes` (cluster.py), which load it
+    themselves: the same result either way (rank 0's)."""
     from tinycats.train import run_training
 
-    if nproc <= 1:
+    clustered = nodes is not None and nodes.count > 1
+    if nproc <= 1 and not clustered:
         return run_training(config, outputs, run_id, resume=resume, guard=guard, progress=False)
     from tinycats.cloud.ranks import CommitRelay
     from tinycats.train.launch import RankJob, launch_training
 
     with CommitRelay(outputs) as relayed:
-        return launch_training(nproc, RankJob(config, relayed, run_id, False), guard)
+        job = RankJob(config, relayed, run_id, False, follow_main=clustered)
+        return launch_training(nproc, job, guard, nodes=nodes)
 
 
 @contextlib.contextmanager
@@ -235,7 +250,7 @@ def record_call(outputs: Store, run_id: str, task: str, call_id: str | None) -> 
         outputs.commit()
 
 
-def _outcome(result: dict[str, Any], reason: str | None) -> str:
+def outcome_of(result: dict[str, Any], reason: str | None) -> str:
     if result["status"] == "completed":
         return "completed"
     if reason == TIME_BUDGET_REASON:
@@ -253,22 +268,26 @@ def _bill(
     gpu: str | None,
     seconds: float,
     outcome: str,
+    nodes: Nodes | None = None,
     stop_seconds: float | None = None,
 ) -> None:
-    """Add this call's GPU-seconds and estimated cost to the run record (committed)."""
+    """Add this call's GPU-seconds and estimated cost to the run record (committed); a
+    cluster's call bills every container alike."""
     registry = RunRegistry(outputs)
     try:
         record = registry.get(run_id)
     except TinycatsError:  # the run never started (e.g. its data is missing)
         return
     request = gpu or config.modal.gpu.split(",")[0]
-    cost = pricing.estimate(request, config.modal.cpu, config.modal.memory_mb, seconds)
+    containers = 1 if nodes is None else nodes.count
+    cost = pricing.estimate(request, config.modal.cpu, config.modal.memory_mb, seconds, containers)
     count = int(request.split(":")[1]) if ":" in request else 1
     call = {
         "call_id": call_id,
         "gpu": request,
+        "nodes": containers,
         "seconds": round(seconds, 3),
-        "gpu_seconds": round(seconds * count, 3),
+        "gpu_seconds": round(seconds * count * containers, 3),
         "estimated_usd": None if cost.total_usd is None else round(cost.total_usd, 4),
         "outcome": outcome,
         "stop_seconds": None if stop_seconds is None else round(stop_seconds, 3),

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tinycats.breeds import CAT_BREEDS, OTHER_CLASS
 from tinycats.config.tasks import TASKS
-from tinycats.gpus import parse_gpu_spec
+from tinycats.gpus import parse_gpu_spec, whole_host
 
 
 class Section(BaseModel):
@@ -260,11 +260,29 @@ class ModalConfig(Section):
     outputs_volume: str = "tinycats-outputs"
     volume_version: Literal[1, 2] = 1
     memory_snapshot: bool = True
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="containers (hosts) training one run together (a Modal cluster); "
+        "more than 1 needs every GPU of a host, e.g. H100:8",
+    )
+    rdma: bool = Field(True, description="RDMA between a cluster's containers (nodes > 1)")
 
     @field_validator("gpu")
     @classmethod
     def _known_gpu(cls, gpu: str) -> str:
         return ",".join(str(request) for request in parse_gpu_spec(gpu))
+
+    @model_validator(mode="after")
+    def _cluster_takes_whole_hosts(self) -> ModalConfig:
+        if self.nodes > 1 and not whole_host(self.gpu):
+            raise ValueError(
+                f"modal.nodes={self.nodes} runs a Modal cluster, whose containers each take "
+                f"every GPU of a host; set modal.gpu to one type with all of them, e.g. "
+                f"H100:8 (not {self.gpu})"
+            )
+        return self
 
 
 class TrainConfig(Section):

@@ -144,12 +144,16 @@ class Distributed:
 
     def same_checkpoint(self, manager: CheckpointManager) -> LoadedCheckpoint | None:
         """The run's checkpoint to resume from, the same on every rank: rank 0 picks it
-        (`latest.json`'s, else the newest that verifies) and the others load that folder."""
+        (`latest.json`'s, else the newest that verifies) and the others load that folder,
+        named relative to the store's root (another host mounts the volume elsewhere)."""
+        root = manager.store.root
         loaded = self.on_main(manager.load_latest)
-        chosen = self.broadcast_json(str(loaded.info.path) if loaded else None)
+        chosen = self.broadcast_json(
+            None if loaded is None else str(Path(loaded.info.path).relative_to(root))
+        )
         if self.is_main or chosen is None:
             return loaded
-        return load_checkpoint(Path(chosen))
+        return load_checkpoint(root / chosen)
 
     def sync_buffers(self, *modules: nn.Module) -> None:
         """Give every rank rank 0's buffers (batch-norm statistics) before they are used."""
