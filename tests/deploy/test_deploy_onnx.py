@@ -61,6 +61,7 @@ def test_int8_is_calibrated_measured_and_recorded(classifier, store, tmp_path) -
     report = export_int8(classifier, store, output, settings=settings)
     assert report.n == 40 and report.split == "test" and report.calibration_images == 32
     assert report.scheme == settings.model_dump(mode="json")
+    assert report.step == classifier.info.step
     assert report.size_ratio < 0.35  # int8 weights: about a quarter of fp32
     assert abs(report.delta_points) <= 5.0 and report.agreement >= 0.9
     assert report.delta_points == pytest.approx(

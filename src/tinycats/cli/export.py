@@ -82,7 +82,8 @@ def onnx_command(
             return
         console.print(
             f"wrote {output}: int8 top-1 {report.top1_int8:.2%} vs fp32 {report.top1_fp32:.2%} "
-            f"on {report.n} {report.split} photos ({report.delta_points:+.2f} points, "
+            f"on {report.n} {report.split} photos, step {report.step} "
+            f"({report.delta_points:+.2f} points, "
             f"{report.agreement:.1%} same top-1); size {report.bytes_int8 / 1e6:.1f} MB vs "
             f"{report.bytes_fp32 / 1e6:.1f} MB (×{report.size_ratio:.2f}); "
             f"figures in {output.with_suffix('.json')}",

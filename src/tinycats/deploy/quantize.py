@@ -41,6 +41,7 @@ BATCH = 32
 class Int8Report:
     split: str
     n: int
+    step: int  # the checkpoint measured
     top1_fp32: float
     top1_int8: float
     delta_points: float  # (int8 - fp32) top-1, in percentage points
@@ -153,6 +154,7 @@ def measure_int8(
     split: str,
     calibration_images: int,
     settings: Int8Config,
+    step: int,
 ) -> Int8Report:
     """Both models on every image of `test`, side by side."""
     labels = np.asarray([int(label) for label in test.targets])
@@ -163,6 +165,7 @@ def measure_int8(
     return Int8Report(
         split=split,
         n=len(labels),
+        step=step,
         top1_fp32=top1_fp32,
         top1_int8=top1_int8,
         delta_points=round(100 * (top1_int8 - top1_fp32), 2),
@@ -196,7 +199,13 @@ def export_int8(
         output.parent.mkdir(parents=True, exist_ok=True)
         quantize_int8(fp32_path, output, images, settings)
         report = measure_int8(
-            fp32_path, output, test, split=split, calibration_images=len(images), settings=settings
+            fp32_path,
+            output,
+            test,
+            split=split,
+            calibration_images=len(images),
+            settings=settings,
+            step=trained.info.step,
         )
     write_json_atomic(output.with_suffix(".json"), report.to_dict())
     # A checkpoint or exported folder may have no run record here: the JSON file suffices.
