@@ -22,9 +22,12 @@ from safetensors.torch import load_file
 
 from fake_volume import FakeVolume
 from tinycats.cloud import jobs, training
+from tinycats.cloud.cluster import FollowerOutputs
+from tinycats.cloud.ranks import CommitRelay
 from tinycats.config import apply_overrides, build_config
 from tinycats.storage import CheckpointManager, LocalStore, RunRegistry, VolumeStore
 from tinycats.train import PreemptionGuard
+from tinycats.train.distributed import Distributed
 
 HELPER = Path(__file__).with_name("cluster_container.py")
 RUN = "classifier-cluster-test"
@@ -197,3 +200,33 @@ def test_a_dead_container_ends_the_cluster_call(tmp_path) -> None:
     report = json.loads(leader_report.read_text())
     assert report["error"][0] == "RankFailed", (report, err)
     assert "rank 0 of 2 failed" in report["error"][1]
+
+
+def test_a_follower_reloads_for_the_checkpoint_rank_0_names_and_never_commits(tmp_path) -> None:
+    """A follower container mounted before container 0's checkpoint was committed: its rank
+    is told the checkpoint's path (relative to the mount), finds it missing, asks its
+    launcher to reload, and loads it; a commit asked of that launcher is refused."""
+    out_vol = FakeVolume(tmp_path / "outputs")
+    with out_vol.container("follower") as follower, out_vol.container("leader") as leader:
+        written = CheckpointManager(VolumeStore(leader, leader.path), "classifier", RUN)
+        info = written.save(3, {"model": {"w": torch.arange(4.0)}}, {"step": 3}, {})
+        leader.commit()
+        chosen = str(info.path.relative_to(leader.path))
+
+        class FollowerRank(Distributed):  # rank 1 of 2: rank 0 named `chosen`
+            def on_main(self, work):
+                return None
+
+            def broadcast_json(self, value):
+                return chosen
+
+        with CommitRelay(FollowerOutputs(VolumeStore(follower, follower.path), 1)) as relayed:
+            manager = CheckpointManager(relayed, "classifier", RUN)
+            loaded = FollowerRank(rank=1, world_size=2).same_checkpoint(manager)
+            with pytest.raises(RuntimeError, match="container 1 of the cluster may not commit"):
+                relayed.commit()
+        assert loaded.info.step == 3 and torch.equal(
+            loaded.weights["model"]["w"], torch.arange(4.0)
+        )
+        assert follower.reloads == 1 and follower.commits == 0
+        assert follower.unpublished() == []

@@ -15,9 +15,10 @@ The roles differ only around the launcher:
   when the slice's time is up, spawns the continuation. Its launcher is node 0, so the
   job's rank 0, the only rank that writes, is on it;
 - **container r > 0** (`follow_call`) never takes the lease and never commits: its ranks
-  get an outputs store that refuses to (they are not rank 0, so they never try), the
-  config rank 0 resolved (launch.main_config) and the checkpoint rank 0 picked
-  (Distributed.same_checkpoint, named relative to the mount). Its guard hears Modal's
+  get an outputs store whose commits this container refuses (they are not rank 0, so
+  they never try) and whose reloads it serves, the config rank 0 resolved
+  (launch.main_config) and the checkpoint rank 0 picked (Distributed.same_checkpoint,
+  named relative to the mount, reloaded if this container's view predates it). Its guard hears Modal's
   signals for this container only; the slice's deadline is container 0's alone, so
   only container 0 decides that a slice ended and continues the run.
 
@@ -52,24 +53,26 @@ def this_node(port: int = RENDEZVOUS_PORT) -> Nodes:
 
 @dataclass
 class FollowerOutputs:
-    """The outputs volume as a follower container's ranks see it: readable at `root`, never
-    published. Only container 0 commits: a second writer of the run would race its
-    checkpoints (a volume is last-writer-wins per file)."""
+    """The outputs volume as a follower container serves it to its ranks (through a
+    CommitRelay): reloaded when a rank asks (to see a checkpoint committed after this
+    container mounted), never published. Only container 0 commits: a second writer of
+    the run would race its checkpoints (a volume is last-writer-wins per file)."""
 
-    root: Path
+    store: Store
     node: int
 
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
     def commit(self) -> None:
-        self._refuse("commit")
-
-    def reload(self) -> None:
-        self._refuse("reload")
-
-    def _refuse(self, operation: str) -> None:
         raise RuntimeError(
-            f"container {self.node} of the cluster may not {operation} the outputs volume; "
+            f"container {self.node} of the cluster may not commit the outputs volume; "
             "container 0 alone publishes the run"
         )
+
+    def reload(self) -> None:
+        self.store.reload()
 
 
 @returns_user_errors
@@ -86,15 +89,17 @@ def follow_call(
     """Container `nodes.rank` > 0 of a cluster call: launch this host's `nproc` ranks as
     node `nodes.rank` and say how the job ended here (Modal returns container 0's result,
     not this one)."""
+    from tinycats.cloud.ranks import CommitRelay
     from tinycats.config import resolve_config
     from tinycats.train.launch import RankJob, launch_training
 
     data.reload()
-    outputs.reload()  # the checkpoint rank 0 picks was committed before this call began
+    outputs.reload()
     # A carrier for this host's data folder: the ranks take rank 0's config (main_config).
     config = with_data_dir(resolve_config(task, config_layer, None), data.root)
-    job = RankJob(config, FollowerOutputs(outputs.root, nodes.rank), run_id, False, True)
-    result = asdict(launch_training(nproc, job, guard, nodes=nodes))
+    with CommitRelay(FollowerOutputs(outputs, nodes.rank)) as relayed:
+        job = RankJob(config, relayed, run_id, False, follow_main=True)
+        result = asdict(launch_training(nproc, job, guard, nodes=nodes))
     outcome = outcome_of(result, guard.reason)
     if outcome == "interrupted":
         raise InputInterrupted(

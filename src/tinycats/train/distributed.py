@@ -145,7 +145,8 @@ class Distributed:
     def same_checkpoint(self, manager: CheckpointManager) -> LoadedCheckpoint | None:
         """The run's checkpoint to resume from, the same on every rank: rank 0 picks it
         (`latest.json`'s, else the newest that verifies) and the others load that folder,
-        named relative to the store's root (another host mounts the volume elsewhere)."""
+        named relative to the store's root (another host mounts the volume elsewhere, and
+        reloads it when its view predates rank 0's pick)."""
         root = manager.store.root
         loaded = self.on_main(manager.load_latest)
         chosen = self.broadcast_json(
@@ -153,6 +154,8 @@ class Distributed:
         )
         if self.is_main or chosen is None:
             return loaded
+        if not (root / chosen).is_dir():
+            manager.store.reload()
         return load_checkpoint(root / chosen)
 
     def sync_buffers(self, *modules: nn.Module) -> None:

@@ -49,8 +49,10 @@ LAUNCHER_SIGNALS = "SIGHUP,SIGQUIT"
 guard, which stops the ranks with a checkpoint instead."""
 RENDEZVOUS_PORT = 29500
 """Node 0's rendezvous port in a multi-node job (torchrun's default master port)."""
-RENDEZVOUS_TIMEOUT_S = 600
-"""How long a node waits for the others to join (they are started together)."""
+RENDEZVOUS_TIMEOUT_S = 300
+"""How long a node waits for the others to join: they start together, but node 0 may
+first wait out a run lease (cloud/lease.py: 90 s) or refuse the call (a user error,
+which leaves the others waiting this long)."""
 
 
 class RankFailed(RuntimeError):
