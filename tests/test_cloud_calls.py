@@ -197,3 +197,47 @@ def test_cloud_prepare_builds_what_the_shipped_gpu_configs_need(monkeypatch, cli
         ("oxford", 224, 256),
         ("oxford", 128, 128),
     ]
+
+
+def test_cloud_train_spawns_the_clustered_trainer_for_several_nodes(monkeypatch) -> None:
+    """`--nodes 2` deploys the App built for two nodes and spawns its ClusterTrainer; one
+    node spawns the Trainer, with the same per-call options."""
+    import contextlib
+    from types import SimpleNamespace
+
+    spawned: list[tuple[str, dict, tuple]] = []
+
+    class FakeClass:
+        def __init__(self, name: str) -> None:
+            self.name, self.options = name, {}
+
+        def with_options(self, **options):
+            self.options = options
+            return self
+
+        def __call__(self):
+            return SimpleNamespace(train=SimpleNamespace(spawn=self.spawn))
+
+        def spawn(self, *args):
+            spawned.append((self.name, self.options, args))
+            return SimpleNamespace(object_id="fc-1", get_dashboard_url=lambda: None)
+
+    def fake_deployed(config):
+        prepare = SimpleNamespace(remote=lambda cfg: {"status": "ok", "cached": True})
+
+        def trainer_class(nodes: int) -> FakeClass:  # the App is built with config's nodes
+            assert nodes in (1, config.modal.nodes)
+            return FakeClass("ClusterTrainer" if nodes > 1 else "Trainer")
+
+        module = SimpleNamespace(prepare_data=prepare, trainer_class=trainer_class)
+        return contextlib.nullcontext(module)
+
+    monkeypatch.setattr(calls, "read_remote_json", lambda volume, path: None)
+    monkeypatch.setattr(client, "deployed", fake_deployed)
+    for nodes in (2, 1):
+        cfg = build_config("dit", overrides=["modal.gpu='H100:8'", f"modal.nodes={nodes}"])
+        launched = client.train(cfg, {"task": "dit"}, "r", detach=True)
+        assert launched["call_id"] == "fc-1"
+    [(cluster, options, args), (single, _, _)] = spawned
+    assert (cluster, single) == ("ClusterTrainer", "Trainer")
+    assert options["gpu"] == "H100:8" and args == ("dit", {"task": "dit"}, "r")
