@@ -102,6 +102,25 @@ def test_layers_kept_float_stay_float_in_the_int8_graph(classifier, tmp_path, qu
         assert np.abs(logits - OrtClassifier(fp32).logits(images)).max() < 1.0  # still the model
 
 
+def test_export_int8_writes_the_chosen_scheme_unless_told(store_root, cli, tmp_path) -> None:
+    """`--int8` alone quantises with Int8Config's defaults (the fc kept float, uint8
+    activations); `--keep-float ''` quantises every layer."""
+    from tinycats.config import Int8Config
+
+    args = ("export", "onnx", "clf", "--int8", "--out", str(store_root), "--json")
+    default, every = tmp_path / "default.onnx", tmp_path / "every.onnx"
+    result = cli(*args, "-o", str(default))
+    assert result.returncode == 0, result.stderr
+    scheme = json.loads(result.stdout)["scheme"]
+    assert scheme == Int8Config().model_dump(mode="json")
+    assert scheme["keep_float"] == ["head"] and scheme["activations"] == "uint8"
+    assert float_weighted(default) == {"/fc/Gemm"}
+    result = cli(*args, "--keep-float", "", "-o", str(every))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["scheme"]["keep_float"] == []
+    assert float_weighted(every) == set()
+
+
 def test_latency_rows_cover_every_variant_and_batch(classifier, store) -> None:
     from tinycats.deploy.latency import bench_trained
 
