@@ -17,6 +17,7 @@ from tinycats.cloud.ranks import CommitRelay
 from tinycats.config import apply_overrides, build_config
 from tinycats.errors import StorageError
 from tinycats.storage import CheckpointManager, LocalStore, RunRegistry, VolumeStore
+from tinycats.storage.run_lock import LeaseLost
 from tinycats.train import PreemptionGuard
 
 RUN = "classifier-ranks-test"
@@ -102,7 +103,14 @@ def test_a_failed_commit_reaches_the_rank_as_its_error(tmp_path) -> None:
         def reload(self) -> None:
             pass
 
+    class Lost(Full):
+        def commit(self) -> None:
+            raise LeaseLost("run r is now held by call fc-2; this call stops")
+
     with CommitRelay(Full()) as relayed:
         relayed.reload()
         with pytest.raises(StorageError, match="volume is full"):
             relayed.commit()
+    # LeaseLost is defined outside errors.py and still reaches the rank as itself.
+    with CommitRelay(Lost()) as relayed, pytest.raises(LeaseLost, match="held by call fc-2"):
+        relayed.commit()

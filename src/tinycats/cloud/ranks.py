@@ -52,9 +52,19 @@ class RelayedStore:
         failure = self.replies.get(timeout=RELAY_TIMEOUT_S)
         if failure is not None:
             name, message = failure
-            found = getattr(errors, name, None)
-            kind = found if isinstance(found, type) and issubclass(found, Exception) else None
-            raise (kind or RuntimeError)(message)
+            raise error_classes().get(name, RuntimeError)(message)
+
+
+def error_classes() -> dict[str, type[Exception]]:
+    """Every TinycatsError subclass by name, wherever it is defined (LeaseLost lives in
+    storage/run_lock.py), so a rank re-raises the launcher's error as its own class."""
+    found: dict[str, type[Exception]] = {}
+    pending: list[type[Exception]] = [errors.TinycatsError]
+    while pending:
+        kind = pending.pop()
+        found[kind.__name__] = kind
+        pending.extend(kind.__subclasses__())
+    return found
 
 
 class CommitRelay:
