@@ -51,6 +51,15 @@ def overrides(tmp: Path, **extra: object) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in items.items()]
 
 
+def torchrun(out: Path, options: list[str], sets: list[str]) -> list[str]:
+    """The command line of `torchrun --standalone --nproc-per-node 2 -m tinycats train ...`."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args += ["-m", "tinycats", "train", "classifier", *options]
+    for item in sets:
+        args += ["--set", item]
+    return [*args, "--out", str(out), "--no-progress"]
+
+
 def launch(out: Path, run_id: str, sets: list[str], nproc: int = 2) -> subprocess.Popen:
     args = [sys.executable, "-m", "tinycats", "train", "classifier", "--run-id", run_id]
     for item in sets:
@@ -262,11 +271,9 @@ def test_plain_torchrun_runs_the_cli_in_every_rank(tmp_path) -> None:
     """`torchrun -m tinycats train ...`: rank 0 plans the run (a new run id here) and the
     others follow it; one run, one record, one summary line."""
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    args += ["-m", "tinycats", "train", "classifier", "--resume", "never", "--json"]
-    for item in overrides(tmp_path, **{"optim.max_steps": 4}):
-        args += ["--set", item]
-    args += ["--out", str(out), "--no-progress"]
+    args = torchrun(
+        out, ["--resume", "never", "--json"], overrides(tmp_path, **{"optim.max_steps": 4})
+    )
     proc = subprocess.run(args, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # rank 0's alone: a second would not parse
@@ -274,3 +281,29 @@ def test_plain_torchrun_runs_the_cli_in_every_rank(tmp_path) -> None:
     [record] = RunRegistry(LocalStore(out)).list()
     assert record["run_id"] == result["run_id"] and record["status"] == "completed"
     assert step_folders(out, result["run_id"]) == ["step_00000004"]
+
+
+def test_ctrl_c_under_plain_torchrun_stops_every_rank_with_one_checkpoint(tmp_path) -> None:
+    """Ctrl-C in a terminal is SIGINT to torchrun's process group. The ranks run in their own
+    sessions, so it reaches them once, forwarded by torchrun; they agree on a step and rank 0
+    writes one checkpoint."""
+    out = tmp_path / "out"
+    sets = overrides(tmp_path, **{"checkpoint.every_steps": 1000, "optim.max_steps": 400})
+    proc = subprocess.Popen(
+        torchrun(out, ["--run-id", "ctrlc"], sets),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    # Rank 0 records the run once every rank has joined; a stop is agreed after a step.
+    wait_for(lambda: (out / "runs" / "ctrlc.json").is_file() or proc.poll() is not None)
+    os.killpg(proc.pid, signal.SIGINT)
+    text, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
+    record = RunRegistry(LocalStore(out)).get("ctrlc")
+    assert record["status"] == "preempted", (record, err)
+    stopped_at = record["step"]
+    assert 0 < stopped_at < 400, err
+    assert step_folders(out, "ctrlc") == [f"step_{stopped_at:08d}"]
+    # Rank 0's summary, once (torchrun itself then prints its SignalException, torch's way).
+    assert text.count(f"preempted ctrlc at step {stopped_at}/400") == 1, (text, err)
