@@ -27,6 +27,7 @@ class Int8Config(Section):
     and one photo more to fp32's top-1 (99.58%). Per-tensor weights, reduce_range, the
     stem kept float and 32 or 256 calibration photos agreed less. Entropy is MinMax here:
     quantize_static gives its calibrator 128 histogram bins, so its search has one candidate.
+    Re-checked on the finished run (step 3800): the same ranking, 100% agreement.
     """
 
     calibration_images: int = Field(
