@@ -36,7 +36,7 @@ from tinycats.config import build_config
 from tinycats.errors import TinycatsError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.storage.atomic import write_json_atomic
-from tinycats.train import run_training
+from tinycats.train import PreemptionGuard, claim_run, run_training
 from tinycats.train.dit_quality import evaluate_dit
 from tinycats.train.dit_task import sample_grid
 from tinycats.train.inference import load_trained_model
@@ -65,7 +65,10 @@ def train(prediction: str, store: LocalStore, overrides: list[str], state: dict)
             return run_id
     config = build_config("dit", RECIPE, [*overrides, f"dit.prediction='{prediction}'", "seed=0"])
     start = time.perf_counter()
-    result = run_training(config, store, run_id, progress=None)
+    # Under the run's lock, as `tinycats train` does: a second copy of this benchmark (or a
+    # CLI run of the same id) gets RunBusy instead of training the same run at once.
+    with claim_run(store, "dit", run_id, "auto") as (plan, locked), PreemptionGuard() as guard:
+        result = run_training(config, locked, run_id, resume=plan.resume, guard=guard)
     seconds = state.setdefault("train_seconds", {})
     seconds[run_id] = seconds.get(run_id, 0.0) + time.perf_counter() - start
     print(
