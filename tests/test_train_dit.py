@@ -17,9 +17,9 @@ from tinycats.models.dit import DiTArgs, TinyDiT
 from tinycats.models.flow import sample, to_uint8
 from tinycats.storage import LocalStore
 from tinycats.train import PreemptionGuard, run_training
-from tinycats.train.dit_task import DiTTask, sample_grid
+from tinycats.train.dit_quality import evaluate_dit
+from tinycats.train.dit_task import DiTTask
 from tinycats.train.engine import Trainer
-from tinycats.train.evaluation import predict_images
 from tinycats.train.inference import load_trained_model
 
 SYNTHETIC = ["data.image_size=32", "data.synthetic_classes=4", "data.synthetic_per_class=32"]
@@ -93,7 +93,8 @@ def test_checkpoints_write_a_fixed_seed_preview_grid(tmp_path) -> None:
 
 
 def class_consistency(tmp_path: Path, dit_steps: int, width: int, depth: int) -> float:
-    """Share of DiT samples that a classifier trained on the same data puts in the asked class."""
+    """Share of DiT samples that a classifier trained on the same data puts in the asked class
+    (`tinycats eval --judge`'s class consistency)."""
     store = LocalStore(tmp_path / "out")
     data_dir = f"data.dir={json.dumps(str(tmp_path / 'data'))}"
     judge_config = build_config(
@@ -122,36 +123,17 @@ def class_consistency(tmp_path: Path, dit_steps: int, width: int, depth: int) ->
         "optim.warmup_steps=20",
     )
     run_training(dit, store, "gen", progress=False)
-    generator = load_trained_model(store, "gen", which="latest")
-    grid_dir = tmp_path / "samples"
-    grid_dir.mkdir()
-    per_class = 8
-    images = []
-    for index, name in enumerate(generator.classes):
-        grid = sample_grid(
-            generator.model,
-            generator.classes,
-            [index],
-            per_class=per_class,
-            steps=20,
-            cfg_scale=3.0,
-            sampler="euler",
-            seed=index,
-            device=generator.device,
-        )
-        # Cut the row back into its samples (the grid has a label column on the left).
-        cell = 32
-        left = grid.width - per_class * cell
-        for j in range(per_class):
-            path = grid_dir / f"{name}_{j}.png"
-            grid.crop((left + j * cell, 0, left + (j + 1) * cell, cell)).save(path)
-            images.append((name, path))
-    judge = load_trained_model(store, "judge")
-    predictions = predict_images(judge, [p for _, p in images], top_k=1)
-    hits = sum(
-        pred["top"][0]["breed"] == name for (name, _), pred in zip(images, predictions, strict=True)
+    report = evaluate_dit(
+        load_trained_model(store, "gen", which="latest"),
+        load_trained_model(store, "judge"),
+        store,
+        n=32,
+        steps=20,
+        cfg_scale=3.0,
+        record=False,
     )
-    return hits / len(images)
+    assert report.rows["real_test"]["consistency"] >= 0.95, report.rows  # the judge is right
+    return report.consistency
 
 
 def test_a_resumed_run_keeps_the_prediction_type_it_started_with(tmp_path, caplog) -> None:
