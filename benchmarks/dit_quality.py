@@ -1,8 +1,8 @@
 """TinyDiT sample quality: x-prediction against v-prediction, same data, seed and budget.
 
 Both runs train `configs/dit-cpu.toml` on oxford-cats-mini at 64 px with the same seed
-and the same number of steps (the recipe's BUDGET, ~20 minutes on an idle 2-core CPU),
-and differ only in dit.prediction. A classifier run judges them (`tinycats eval DIT
+and the same number of steps (the recipe's 4,000: sized for 20 minutes, 23 on the idle
+2-core host of 2026-12-07), and differ only in dit.prediction. A classifier run judges them (`tinycats eval DIT
 --judge`): class consistency and the Fréchet distance in the judge's features, beside
 the floor (real train photos) and the ceiling (blurred mean photo + noise). Then the x
 run's samplers: Euler and Heun at 10, 25 and 50 steps. Both sample grids (same noise)
