@@ -83,8 +83,9 @@ def train(prediction: str, store: LocalStore, overrides: list[str], state: dict)
 
 
 def judged(key: str, state: dict, save, **kwargs) -> dict:
-    """The quality report `key` (computed once, kept in the state file)."""
+    """The quality report `key` under this judge (computed once, kept in the state file)."""
     reports = state.setdefault("quality", {})
+    key = f"{kwargs['judge'].run_id}:{key}"
     if key not in reports:
         reports[key] = evaluate_dit(**kwargs, record=False).to_dict()
         save()
