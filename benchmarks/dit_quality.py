@@ -1,23 +1,23 @@
 """TinyDiT sample quality: x-prediction against v-prediction, same data, seed and budget.
 
 Both runs train `configs/dit-cpu.toml` on oxford-cats-mini at 64 px with the same seed
-and the same number of steps (the recipe's 4,000: sized for 20 minutes, 23 on the idle
-2-core host of 2026-12-07), and differ only in dit.prediction. A classifier run judges them (`tinycats eval DIT
---judge`): class consistency and the Fréchet distance in the judge's features, beside
-the floor (real train photos) and the ceiling (blurred mean photo + noise). Then the x
-run's samplers: Euler and Heun at 10, 25 and 50 steps. Both sample grids (same noise)
-go side by side into docs/dit-quality-64px-v-vs-x.png.
+and the same number of steps (the recipe's 3,400: ~20 minutes on the idle 2-core host
+of 2026-12-07), and differ only in dit.prediction. A classifier run judges them
+(`tinycats eval DIT --judge`): class consistency and the Fréchet distance in the
+judge's features, beside the floor (real train photos) and the ceiling (blurred mean
+photo + noise). Then the x run's samplers: Euler and Heun at 10, 25 and 50 steps. Both
+sample grids (same noise) go side by side into docs/dit-quality-64px-v-vs-x.png.
 
 The figures use the test split's photos for the Fréchet distance; nothing here is
-chosen on them (the recipe and its sampler were chosen on training and validation
-figures: val_loss, on the velocity for both prediction types, and class consistency,
-which uses no real photo).
+chosen on them. The recipe, its guidance scale and its sampler were chosen by
+benchmarks/dit_recipe_screen.py on val_loss and on samples judged without a test photo
+(class consistency, and the Fréchet distance to train photos).
 
 Training resumes (the runs are ordinary runs in --out), and each figure is kept in
 <out>/dit_quality.json, so a stopped benchmark continues where it was.
 
-    nice -n 10 python benchmarks/dit_quality.py --judge judge --judge-out /work/runs/shared \
-        --out /work/runs/dit-quality
+    nice -n 10 python benchmarks/dit_quality.py --judge judge64 --judge-out /work/runs/shared \
+        --out /work/runs/dit-quality-2
     python benchmarks/dit_quality.py --smoke       # synthetic, 16 px, tiny runs (seconds)
 """
 

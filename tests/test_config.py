@@ -132,7 +132,9 @@ def test_a_relative_data_source_is_relative_to_its_config_file(
     assert build_config("classifier", variant, ["data.source='x'"]).data.source == "x"
 
 
-@pytest.mark.parametrize("name", ["classifier-cpu.toml", "dit-cpu.toml"])
+@pytest.mark.parametrize(
+    "name", ["classifier-cpu.toml", "classifier-judge-64px.toml", "dit-cpu.toml"]
+)
 def test_shipped_configs_find_the_photos_from_any_directory(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, configs_dir
 ) -> None:
