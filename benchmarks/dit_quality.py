@@ -36,7 +36,7 @@ from tinycats.config import build_config
 from tinycats.errors import TinycatsError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.storage.atomic import write_json_atomic
-from tinycats.train import PreemptionGuard, claim_run, run_training
+from tinycats.train import PreemptionGuard, TrainResult, claim_run, run_training
 from tinycats.train.dit_quality import evaluate_dit
 from tinycats.train.dit_task import sample_grid
 from tinycats.train.inference import load_trained_model
@@ -57,18 +57,29 @@ SMOKE = [
 ]
 
 
-def train(prediction: str, store: LocalStore, overrides: list[str], state: dict) -> str:
-    """Train (or resume, or find finished) the run of one prediction type; its id."""
-    run_id = f"dit-{prediction}"
+def finish_run(store: LocalStore, run_id: str, overrides: list[str]) -> TrainResult | None:
+    """Train the recipe plus `overrides` as `run_id` to its last step, continuing it where
+    it stopped; None when it had finished already."""
     with contextlib.suppress(TinycatsError):  # no record yet: a new run
         if RunRegistry(store).get(run_id).get("status") == "completed":
-            return run_id
-    config = build_config("dit", RECIPE, [*overrides, f"dit.prediction='{prediction}'", "seed=0"])
-    start = time.perf_counter()
+            return None
+    config = build_config("dit", RECIPE, [*overrides, "seed=0"])
     # Under the run's lock, as `tinycats train` does: a second copy of this benchmark (or a
     # CLI run of the same id) gets RunBusy instead of training the same run at once.
     with claim_run(store, "dit", run_id, "auto") as (plan, locked), PreemptionGuard() as guard:
         result = run_training(config, locked, run_id, resume=plan.resume, guard=guard)
+    if result.status != "completed":
+        raise SystemExit(f"{run_id} stopped at step {result.step}; run again to continue")
+    return result
+
+
+def train(prediction: str, store: LocalStore, overrides: list[str], state: dict) -> str:
+    """Train (or resume, or find finished) the run of one prediction type; its id."""
+    run_id = f"dit-{prediction}"
+    start = time.perf_counter()
+    result = finish_run(store, run_id, [*overrides, f"dit.prediction='{prediction}'"])
+    if result is None:
+        return run_id
     seconds = state.setdefault("train_seconds", {})
     seconds[run_id] = seconds.get(run_id, 0.0) + time.perf_counter() - start
     print(
@@ -77,8 +88,6 @@ def train(prediction: str, store: LocalStore, overrides: list[str], state: dict)
         f"s/step), val_loss {result.metrics.get('val_loss', float('nan')):.4f}",
         flush=True,
     )
-    if result.status != "completed":
-        raise SystemExit(f"{run_id} stopped at step {result.step}; run again to continue")
     return run_id
 
 

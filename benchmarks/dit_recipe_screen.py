@@ -28,7 +28,6 @@ Figures are kept in <out>/recipe_screen.json, so a stopped screen continues.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 from datetime import datetime
@@ -36,17 +35,16 @@ from pathlib import Path
 
 import torch
 
+from dit_quality import SMOKE as QUALITY_SMOKE  # this folder's sibling benchmark
+from dit_quality import finish_run
 from tinycats.config import build_config
-from tinycats.errors import TinycatsError
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.storage.atomic import write_json_atomic
-from tinycats.train import PreemptionGuard, claim_run, run_training
+from tinycats.train import run_training
 from tinycats.train.dit_quality import frechet_distances, generate, judge_accuracy, load_split
 from tinycats.train.inference import TrainedModel, load_trained_model
 from tinycats.train.judge import JudgeFeatures, class_map
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "dit-cpu.toml"
 SCREEN = ["dit.preview_per_class=0"]  # no grids: the figures below judge the samples
 CANDIDATES: dict[str, list[str]] = {
     # the learning rate around the recipe's 5e-4 (ids as the first screen named them)
@@ -66,32 +64,7 @@ CANDIDATES: dict[str, list[str]] = {
     ],
     "cdrop0.2": ["optim.lr=0.001", "dit.class_dropout=0.2"],
 }
-SMOKE = [
-    "data.source='synthetic'",
-    "data.image_size=16",
-    "data.synthetic_classes=4",
-    "data.synthetic_per_class=16",
-    "optim.batch_size=8",
-    "optim.warmup_steps=2",
-    "dit.preset=test",
-    "dit.width=32",
-    "dit.depth=1",
-    "dit.sample_steps=4",
-]
-
-
-def train(store: LocalStore, run_id: str, overrides: list[str]) -> dict:
-    """Train (or resume, or find finished) one candidate; its run record."""
-    with contextlib.suppress(TinycatsError):  # no record yet: a new run
-        record = RunRegistry(store).get(run_id)
-        if record.get("status") == "completed":
-            return record
-    config = build_config("dit", RECIPE, [*overrides, "seed=0"])
-    with claim_run(store, "dit", run_id, "auto") as (plan, locked), PreemptionGuard() as guard:
-        result = run_training(config, locked, run_id, resume=plan.resume, guard=guard)
-    if result.status != "completed":
-        raise SystemExit(f"{run_id} stopped at step {result.step}; run again to continue")
-    return RunRegistry(store).get(run_id)
+SMOKE = [*QUALITY_SMOKE, "dit.preset=test", "dit.width=32", "dit.depth=1"]
 
 
 def seconds_per_step(record: dict) -> float | None:
@@ -178,7 +151,8 @@ def main() -> None:
     print(f"{'candidate, ' + str(args.steps) + ' steps':26}{'s/step':>8}{'val_loss':>10}"
           f"{'cfg':>6}{'consistency':>13}{'Fréchet(train)':>16}")  # fmt: skip
     for name, overrides in candidates.items():
-        record = train(store, name, [*base, *overrides])
+        finish_run(store, name, [*base, *overrides])
+        record = RunRegistry(store).get(name)
         pace = seconds_per_step(record)
         dit = load_trained_model(store, name, which="latest")
         for cfg in scales:
