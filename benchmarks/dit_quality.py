@@ -1,17 +1,18 @@
 """TinyDiT sample quality: x-prediction against v-prediction, same data, seed and budget.
 
 Both runs train `configs/dit-cpu.toml` on oxford-cats-mini at 64 px with the same seed
-and the same number of steps (the recipe's 3,400: ~20 minutes on the idle 2-core host
-of 2026-12-07), and differ only in dit.prediction. A classifier run judges them
+and the same number of steps (the recipe's 3,400, sized for 20 minutes; 20.6 and 21.0
+measured on the idle 2-core host of 2026-12-07), and differ only in dit.prediction. A classifier run judges them
 (`tinycats eval DIT --judge`): class consistency and the Fréchet distance in the
 judge's features, beside the floor (real train photos) and the ceiling (blurred mean
 photo + noise). Then the x run's samplers: Euler and Heun at 10, 25 and 50 steps. Both
 sample grids (same noise) go side by side into docs/dit-quality-64px-v-vs-x.png.
 
 The figures use the test split's photos for the Fréchet distance; nothing here is
-chosen on them. The recipe, its guidance scale and its sampler were chosen by
+chosen on them. The recipe and its guidance scale were chosen by
 benchmarks/dit_recipe_screen.py on val_loss and on samples judged without a test photo
-(class consistency, and the Fréchet distance to train photos).
+(class consistency, and the Fréchet distance to train photos); the sampler is the
+earlier recipe's Euler at 50 steps, not screened.
 
 Training resumes (the runs are ordinary runs in --out), and each figure is kept in
 <out>/dit_quality.json, so a stopped benchmark continues where it was.

@@ -54,7 +54,6 @@ CANDIDATES: dict[str, list[str]] = {
     # one change at a time from lr 1e-3
     "tmean0": ["optim.lr=0.001", "dit.logit_normal_mean=0.0"],
     "deep8": ["optim.lr=0.001", "dit.depth=8"],
-    "wide256": ["optim.lr=0.001", "dit.width=256", "dit.heads=8"],
     "patch4": [
         "optim.lr=0.001",
         "dit.patch_size=4",
@@ -75,20 +74,25 @@ def seconds_per_step(record: dict) -> float | None:
     return span.total_seconds() / record["step"]
 
 
+def train_photos(dit: TrainedModel, store: LocalStore, n: int) -> torch.Tensor:
+    """n real train photos (a fixed draw) at the DiT's resolution: the distance's reference."""
+    photos, _, _ = load_split(dit, store, "train", None)
+    return photos[torch.randperm(len(photos), generator=torch.Generator().manual_seed(1))[:n]]
+
+
 def judge_samples(
-    dit: TrainedModel, judge: TrainedModel, store: LocalStore, *, n: int, cfg_scale: float
+    dit: TrainedModel, judge: TrainedModel, reference: torch.Tensor, *, cfg_scale: float
 ) -> dict[str, float]:
-    """Class consistency of n samples and their Fréchet distance to n real train photos."""
-    labels = torch.arange(n) % len(dit.classes)
+    """Class consistency of as many samples as `reference` holds, and their Fréchet
+    distance to those real photos."""
+    labels = torch.arange(len(reference)) % len(dit.classes)
     config = dit.config.dit
     samples = generate(
         dit, labels, steps=config.sample_steps, sampler=config.sampler, cfg_scale=cfg_scale, seed=0
     )
-    train_photos, _, _ = load_split(dit, store, "train", None)
-    picked = torch.randperm(len(train_photos), generator=torch.Generator().manual_seed(1))[:n]
     features = JudgeFeatures(judge)
     correct = judge_accuracy(features, samples, class_map(judge, dit)[labels])
-    frechet = frechet_distances(features, train_photos[picked], {"samples": samples})
+    frechet = frechet_distances(features, reference, {"samples": samples})
     return {"consistency": correct.float().mean().item(), "frechet_train": frechet["samples"]}
 
 
@@ -131,9 +135,14 @@ def main() -> None:
     print(f"judge {judge.run_id} (step {judge.info.step}), {args.n} samples a row")
     scales = [float(c) for c in args.cfg.split(",")]
 
+    references: dict[int, torch.Tensor] = {}  # by image size: every candidate shares them
+
     def judged(key: str, dit: TrainedModel, cfg: float) -> dict[str, float]:
         if key not in state:
-            state[key] = judge_samples(dit, judge, store, n=args.n, cfg_scale=cfg)
+            size = dit.model.args.image_size
+            if size not in references:
+                references[size] = train_photos(dit, store, args.n)
+            state[key] = judge_samples(dit, judge, references[size], cfg_scale=cfg)
             write_json_atomic(state_path, state)
         return state[key]
 
