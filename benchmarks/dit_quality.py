@@ -25,8 +25,10 @@ Training resumes (the runs are ordinary runs in --out), and each figure is kept 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -131,6 +133,7 @@ def main() -> None:
     n, samplers, per_class, grid_path = args.n, SAMPLERS, 6, GRID
     if args.smoke:
         tmp = Path(tempfile.mkdtemp(prefix="dit-quality-smoke-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its checkpoints are ~170 MB
         args.out, args.judge, args.judge_out = tmp / "out", "judge", None
         judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
         run_training(judge_config, LocalStore(args.out), "judge", progress=False)

@@ -28,7 +28,9 @@ Figures are kept in <out>/recipe_screen.json, so a stopped screen continues.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +116,7 @@ def main() -> None:
     overrides: list[str] = []
     if args.smoke:
         tmp = Path(tempfile.mkdtemp(prefix="dit-screen-smoke-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its checkpoints are ~170 MB
         args.out, args.judge, args.judge_out, args.n = tmp, "judge", None, 8
         judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
         run_training(judge_config, LocalStore(args.out), "judge", progress=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,18 @@ def cli() -> Callable[..., CliResult]:
     """The in-process `tinycats` command (see `run_cli`); session-wide, so that module
     fixtures can train the runs their tests share."""
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator[Path]:
+    """A folder for the runs a module's tests share, deleted when the module ends unless
+    one of its tests failed: they hold real ResNet-18 checkpoints (~180 MB each), and a
+    whole session's worth (~14 GB) filled CI's disk."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

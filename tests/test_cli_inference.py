@@ -26,8 +26,8 @@ def tinycats(cli):
 
 
 @pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("clf") / "out"
+def classifier_run(module_tmp: Path) -> Path:
+    out = module_tmp / "out"
     config = build_config(
         "classifier",
         overrides=[

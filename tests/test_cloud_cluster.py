@@ -114,10 +114,9 @@ def final_weights(backing: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def one_container(tmp_path_factory) -> Path:
+def one_container(module_tmp: Path) -> Path:
     """The reference: one container, two ranks (`--gpu X:2`), uninterrupted."""
-    tmp = tmp_path_factory.mktemp("one-container")
-    data_vol, out_vol = volumes(tmp)
+    data_vol, out_vol = volumes(module_tmp)
     with data_vol.container("c") as data, out_vol.container("c") as box:
         result = training.train_call(
             VolumeStore(data, data.path),

@@ -169,11 +169,10 @@ def committed_weights(volume: FakeVolume) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Any]:
+def runs(module_tmp: Path) -> dict[str, Any]:
     """An uninterrupted reference run, and the same run through four kinds of trouble."""
-    tmp = tmp_path_factory.mktemp("cloud")
     config = layer()
-    ref_body, ref_vol = make_body(tmp / "ref", config, {})
+    ref_body, ref_vol = make_body(module_tmp / "ref", config, {})
     reference = run_with_retries(ref_body, POLICY, sleep=lambda s: None)
 
     rng = random.Random(7)
@@ -183,7 +182,7 @@ def runs(tmp_path_factory) -> dict[str, Any]:
         (1, 3): ("crash-before-commit", rng.randint(1, 3)),
     }
     slept: list[float] = []
-    body, vol = make_body(tmp / "faulty", config, faults)
+    body, vol = make_body(module_tmp / "faulty", config, faults)
     outcome = run_with_retries(body, POLICY, sleep=slept.append)
     return {"reference": (reference, ref_vol), "faulty": (outcome, vol), "slept": slept}
 

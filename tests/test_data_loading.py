@@ -17,9 +17,9 @@ from tinycats.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(module_tmp: Path) -> Path:
     cfg = DataConfig(source="synthetic", image_size=32, synthetic_classes=3, synthetic_per_class=8)
-    return prepare_dataset(cfg, tmp_path_factory.mktemp("data"), progress=False)
+    return prepare_dataset(cfg, module_tmp, progress=False)
 
 
 def _all(ds: ShardDataset) -> torch.Tensor:

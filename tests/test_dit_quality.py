@@ -41,20 +41,23 @@ def synthetic(tmp: Path, classes: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(module_tmp: Path) -> Path:
     """One store: a 4-class judge, a 3-class classifier and a tiny 4-class DiT (~15 s)."""
-    tmp = tmp_path_factory.mktemp("quality")
-    store = LocalStore(tmp / "out")
+    store = LocalStore(module_tmp / "out")
     for run_id, classes, steps in (("judge", 4, 60), ("judge3", 3, 1)):
         config = build_config(
             "classifier",
-            overrides=[*synthetic(tmp, classes), f"optim.max_steps={steps}", "optim.lr=0.002"],
+            overrides=[
+                *synthetic(module_tmp, classes),
+                f"optim.max_steps={steps}",
+                "optim.lr=0.002",
+            ],
         )
         run_training(config, store, run_id, progress=False)
     dit = build_config(
         "dit",
         overrides=[
-            *synthetic(tmp, 4),
+            *synthetic(module_tmp, 4),
             "dit.preset=test",
             "dit.width=64",
             "dit.depth=2",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +29,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> LocalStore:
+def store(module_tmp: Path) -> LocalStore:
     """Two tiny classifier runs (one evaluated on test) and a tiny DiT with preview grids."""
-    store = LocalStore(tmp_path_factory.mktemp("report") / "out")
+    store = LocalStore(module_tmp / "out")
     for run_id, steps in (("clf", 6), ("clf2", 4)):
         config = build_config("classifier", overrides=[*TINY, f"optim.max_steps={steps}"])
         run_training(config, store, run_id, progress=False)

@@ -114,13 +114,12 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, str]:
+def reference(module_tmp: Path) -> tuple[Path, str]:
     """An uninterrupted two-rank run (global batch 16, 8 per rank), through `--nproc 2`."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    proc = launch(tmp / "out", "ref", overrides(tmp))
+    proc = launch(module_tmp / "out", "ref", overrides(module_tmp))
     _, err = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
     assert proc.returncode == 0, err
-    return tmp, err
+    return module_tmp, err
 
 
 # ---- the sampler: one global order, sharded --------------------------------------------------

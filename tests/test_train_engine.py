@@ -95,25 +95,24 @@ def committed_step(out: Path, run_id: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, list[str], dict]:
+def reference(module_tmp: Path) -> tuple[Path, list[str], dict]:
     """An uninterrupted 40-step run, trained by the CLI in a subprocess. It grows its
     training size from 16 to 32 px half-way, so resuming must also restore the size."""
-    tmp = tmp_path_factory.mktemp("reference")
     overrides = [
-        *tiny_overrides(tmp, max_steps=40, every=4),
+        *tiny_overrides(module_tmp, max_steps=40, every=4),
         "data.progressive_min_size=16",
         "tracking.log_every=2",  # a line between checkpoints: the kill lands among them
     ]
-    proc = spawn(*train_args("ref", overrides), out=tmp / "out")
+    proc = spawn(*train_args("ref", overrides), out=module_tmp / "out")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    lines = metrics_lines(tmp / "out", "ref")
+    lines = metrics_lines(module_tmp / "out", "ref")
     assert [(x["step"], x["kind"]) for x in lines if x["kind"] == "train"] == [
         (s, "train") for s in range(2, 41, 2)
     ]
     assert [x["step"] for x in lines if x["kind"] == "eval"] == list(range(4, 41, 4))
     assert "lr" in err and " 16 px" in err and " 32 px" in err  # the log shows the size
-    return tmp, overrides, final_weights(tmp / "out", "ref")
+    return module_tmp, overrides, final_weights(module_tmp / "out", "ref")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

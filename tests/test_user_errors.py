@@ -36,10 +36,9 @@ def sets(*items: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def place(tmp_path_factory, cli) -> dict[str, str]:
+def place(module_tmp: Path, cli) -> dict[str, str]:
     """A store with a classifier run `cls` and a DiT run `gen`, and the paths cases name."""
-    tmp = tmp_path_factory.mktemp("user-errors")
-    out, data = tmp / "out", json.dumps(str(tmp / "data"))
+    out, data = module_tmp / "out", json.dumps(str(module_tmp / "data"))
     common = [*sets(*TINY_DATA, f"data.dir={data}"), "--out", str(out), "--no-progress"]
     trained = cli(
         "train",
@@ -58,17 +57,17 @@ def place(tmp_path_factory, cli) -> dict[str, str]:
         "train", "dit", "--preset", "test", "--run-id", "gen", "--max-steps", "2", *dit, *common
     )
     assert trained.returncode == 0, trained.stderr
-    (tmp / "file.txt").write_text("not a folder")
-    (tmp / "folder").mkdir()
-    (tmp / "latin1.toml").write_bytes("[optim]\nlr = 0.1 # caf\xe9\n".encode("latin-1"))
-    (tmp / "syntax.toml").write_text("[optim\nlr = 1\n")
-    (tmp / "a.toml").write_text('extends = "b.toml"\n')
-    (tmp / "b.toml").write_text('extends = "a.toml"\n')
-    (tmp / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    Image.new("RGB", (16, 16)).save(tmp / "cat.png")
+    (module_tmp / "file.txt").write_text("not a folder")
+    (module_tmp / "folder").mkdir()
+    (module_tmp / "latin1.toml").write_bytes("[optim]\nlr = 0.1 # caf\xe9\n".encode("latin-1"))
+    (module_tmp / "syntax.toml").write_text("[optim\nlr = 1\n")
+    (module_tmp / "a.toml").write_text('extends = "b.toml"\n')
+    (module_tmp / "b.toml").write_text('extends = "a.toml"\n')
+    (module_tmp / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.new("RGB", (16, 16)).save(module_tmp / "cat.png")
     # A decompression bomb: a PNG header claiming 30,000 x 30,000 pixels.
-    Image.new("1", (30_000, 30_000)).save(tmp / "bomb.png")
-    return {"out": str(out), "tmp": str(tmp), "data": data}
+    Image.new("1", (30_000, 30_000)).save(module_tmp / "bomb.png")
+    return {"out": str(out), "tmp": str(module_tmp), "data": data}
 
 
 @contextlib.contextmanager
