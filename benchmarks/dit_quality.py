@@ -19,6 +19,8 @@ Training resumes (the runs are ordinary runs in --out), and each figure is kept 
 
     nice -n 10 python benchmarks/dit_quality.py --judge judge64 --judge-out /work/runs/shared \
         --out /work/runs/dit-quality-2
+    python benchmarks/dit_quality.py ... --out /work/runs/dit-quality-seed1 --seed 1 \
+        --grid /work/runs/dit-quality-seed1/grid.png        # another seed, docs untouched
     python benchmarks/dit_quality.py --smoke       # synthetic, 16 px, tiny runs (seconds)
 """
 
@@ -66,7 +68,7 @@ def finish_run(store: LocalStore, run_id: str, overrides: list[str]) -> TrainRes
     with contextlib.suppress(TinycatsError):  # no record yet: a new run
         if RunRegistry(store).get(run_id).get("status") == "completed":
             return None
-    config = build_config("dit", RECIPE, [*overrides, "seed=0"])
+    config = build_config("dit", RECIPE, ["seed=0", *overrides])  # overrides may set another
     # Under the run's lock, as `tinycats train` does: a second copy of this benchmark (or a
     # CLI run of the same id) gets RunBusy instead of training the same run at once.
     with claim_run(store, "dit", run_id, "auto") as (plan, locked), PreemptionGuard() as guard:
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
     parser.add_argument("--out", type=Path, default=Path("tinycats-out/dit-quality"))
     parser.add_argument("--n", type=int, default=240, help="samples per figure")
+    parser.add_argument("--seed", type=int, default=0, help="of both trainings and all sampling")
+    parser.add_argument("--grid", type=Path, default=GRID, help="where the side-by-side grid goes")
     parser.add_argument(
         "--max-steps", type=int, help="a shorter screen than the recipe's budget (say so)"
     )
@@ -130,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides: list[str] = []
-    n, samplers, per_class, grid_path = args.n, SAMPLERS, 6, GRID
+    n, samplers, per_class, grid_path = args.n, SAMPLERS, 6, args.grid
     if args.smoke:
         tmp = Path(tempfile.mkdtemp(prefix="dit-quality-smoke-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its checkpoints are ~170 MB
@@ -144,6 +148,7 @@ def main() -> None:
         parser.error("--judge is required (a classifier run trained on the same data)")
     if args.max_steps:
         overrides.append(f"optim.max_steps={args.max_steps}")
+    overrides.append(f"seed={args.seed}")
 
     store = LocalStore(args.out)
     state_path = args.out / "dit_quality.json"
@@ -156,7 +161,7 @@ def main() -> None:
     save()
     judge = load_trained_model(LocalStore(args.judge_out or args.out), args.judge)
     models = {p: load_trained_model(store, run_id, which="latest") for p, run_id in runs.items()}
-    common = {"judge": judge, "store": store, "n": n, "seed": 0}
+    common = {"judge": judge, "store": store, "n": n, "seed": args.seed}
     recipe = next(iter(models.values())).config.dit  # both runs sample as the recipe says
     main_rows = {
         p: judged(f"{p}/{recipe.sampler}{recipe.sample_steps}", state, save, dit=m, **common)
@@ -198,7 +203,7 @@ def main() -> None:
             steps=m.config.dit.sample_steps,
             cfg_scale=m.config.dit.cfg_scale,
             sampler=m.config.dit.sampler,
-            seed=0,
+            seed=args.seed,
             device=m.device,
         )
         for p, m in models.items()
