@@ -62,6 +62,26 @@ SMOKE = [
 ]
 
 
+def add_judge_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options this benchmark and the recipe screen share: where the runs and the
+    judge are, how many samples a figure takes, and the smoke mode."""
+    parser.add_argument("--judge", help="the judge: a classifier run id or folder")
+    parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--n", type=int, default=240, help="samples per figure")
+    parser.add_argument("--smoke", action="store_true", help="tiny synthetic runs (CI)")
+
+
+def smoke_store(prefix: str) -> Path:
+    """A temporary store holding a 10-step synthetic judge run `judge`, removed when the
+    process exits (its checkpoints and the smoke runs' are ~170 MB)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
+    run_training(judge_config, LocalStore(root), "judge", progress=False)
+    return root
+
+
 def finish_run(store: LocalStore, run_id: str, overrides: list[str]) -> TrainResult | None:
     """Train the recipe plus `overrides` as `run_id` to its last step, continuing it where
     it stopped; None when it had finished already."""
@@ -121,29 +141,21 @@ def side_by_side(grids: dict[str, Image.Image]) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--judge", help="the judge: a classifier run id or folder")
-    parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
-    parser.add_argument("--out", type=Path, default=Path("tinycats-out/dit-quality"))
-    parser.add_argument("--n", type=int, default=240, help="samples per figure")
+    add_judge_arguments(parser, "tinycats-out/dit-quality")
     parser.add_argument("--seed", type=int, default=0, help="of both trainings and all sampling")
     parser.add_argument("--grid", type=Path, default=GRID, help="where the side-by-side grid goes")
     parser.add_argument(
         "--max-steps", type=int, help="a shorter screen than the recipe's budget (say so)"
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny synthetic runs (CI)")
     args = parser.parse_args()
 
     overrides: list[str] = []
     n, samplers, per_class, grid_path = args.n, SAMPLERS, 6, args.grid
     if args.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="dit-quality-smoke-"))
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its checkpoints are ~170 MB
-        args.out, args.judge, args.judge_out = tmp / "out", "judge", None
-        judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
-        run_training(judge_config, LocalStore(args.out), "judge", progress=False)
+        args.out, args.judge, args.judge_out = smoke_store("dit-quality-smoke-"), "judge", None
         overrides = [*SMOKE, "dit.preset=test", "dit.width=32", "dit.depth=1",
                      "dit.preview_per_class=0", "optim.max_steps=6"]  # fmt: skip
-        n, samplers, per_class, grid_path = 8, [("euler", 2), ("heun", 2)], 2, tmp / "grid.png"
+        n, samplers, per_class, grid_path = 8, [("euler", 2), ("heun", 2)], 2, args.out / "grid.png"
     elif args.judge is None:
         parser.error("--judge is required (a classifier run trained on the same data)")
     if args.max_steps:

@@ -28,21 +28,15 @@ Figures are kept in <out>/recipe_screen.json, so a stopped screen continues.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import shutil
-import tempfile
 from datetime import datetime
-from pathlib import Path
 
 import torch
 
 from dit_quality import SMOKE as QUALITY_SMOKE  # this folder's sibling benchmark
-from dit_quality import finish_run
-from tinycats.config import build_config
+from dit_quality import add_judge_arguments, finish_run, smoke_store
 from tinycats.storage import LocalStore, RunRegistry
 from tinycats.storage.atomic import write_json_atomic
-from tinycats.train import run_training
 from tinycats.train.dit_quality import frechet_distances, generate, judge_accuracy, load_split
 from tinycats.train.inference import TrainedModel, load_trained_model
 from tinycats.train.judge import JudgeFeatures, class_map
@@ -100,26 +94,19 @@ def judge_samples(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--judge", help="the judge: a classifier run id or folder")
-    parser.add_argument("--judge-out", type=Path, help="the judge's store (default: --out)")
-    parser.add_argument("--out", type=Path, default=Path("tinycats-out/dit-screen"))
+    add_judge_arguments(parser, "tinycats-out/dit-screen")
     parser.add_argument("--steps", type=int, default=600, help="training steps a candidate")
-    parser.add_argument("--n", type=int, default=240, help="samples per figure")
     parser.add_argument("--only", help="comma-separated candidates (default: all)")
     parser.add_argument("--run", help="screen the sampling of this finished run instead")
     parser.add_argument("--cfg", default="3", help="guidance scales, comma-separated")
     parser.add_argument("--raw", action="store_true", help="--run's raw weights beside EMA's")
-    parser.add_argument("--smoke", action="store_true", help="tiny synthetic runs (CI)")
     args = parser.parse_args()
 
     candidates = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only.split(",")}
     overrides: list[str] = []
     if args.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="dit-screen-smoke-"))
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its checkpoints are ~170 MB
-        args.out, args.judge, args.judge_out, args.n = tmp, "judge", None, 8
-        judge_config = build_config("classifier", overrides=[*SMOKE, "optim.max_steps=10"])
-        run_training(judge_config, LocalStore(args.out), "judge", progress=False)
+        args.out, args.judge, args.judge_out = smoke_store("dit-screen-smoke-"), "judge", None
+        args.n = 8
         args.steps, overrides = 4, SMOKE
         candidates = {k: candidates[k] for k in ("lr0.0005", "lr0.001")}
     elif args.judge is None:
